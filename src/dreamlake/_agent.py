@@ -1,0 +1,142 @@
+"""The agent: an anyio task that moves queued points into the sink in batches.
+
+It sleeps until the queue crosses ``batch_size`` (the hot path wakes it once), ``flush_interval``
+passes, or someone awaits :meth:`Agent.flush` (``flush()``, ``read()``, ``close()``). Writes are
+serialised by one lock, so a flush covers every point appended before it began. A failed write keeps
+its points (they stay counted against ``max_queue``) and is retried on the next cycle; the error is
+warned about once and raised from the next ``flush()``/``close()``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from collections.abc import Collection
+from typing import Any
+
+import anyio
+
+from ._exceptions import StorageError
+from ._queue import PointQueue
+from ._sink import Sink
+
+logger = logging.getLogger("dreamlake")
+
+
+class Agent:
+    """Drains a :class:`PointQueue` into a :class:`Sink`."""
+
+    def __init__(self, queue: PointQueue, sink: Sink) -> None:
+        self.queue = queue
+        self.sink = sink
+        self._config = queue.config
+        self._wakeup = anyio.Event()
+        self._write_lock = anyio.Lock()
+        self._stopping = False
+        self._done = anyio.Event()
+        self.written = 0
+        self.write_errors = 0
+        self.flushes = 0
+        self._last_error: StorageError | None = None
+        self._warned = False
+
+    def wake(self) -> None:
+        """Wake the run loop; call on the agent's event loop."""
+        self._wakeup.set()
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Flush on every wake-up or interval until :meth:`stop`."""
+        await self.sink.open()
+        task_status.started()
+        try:
+            while not self._stopping:
+                with anyio.move_on_after(self._config.flush_interval):
+                    await self._wakeup.wait()
+                self._wakeup = anyio.Event()
+                if not self._stopping:
+                    await self._flush(None, raise_errors=False)
+        finally:
+            self._done.set()
+
+    async def flush(self, names: Collection[str] | None = None) -> None:
+        """Write everything queued so far (of ``names``, or all); raise what failed."""
+        await self._flush(names, raise_errors=True)
+
+    async def stop(self) -> None:
+        """Write everything, close the sink and end :meth:`run`."""
+        self._stopping = True
+        self._wakeup.set()
+        await self._done.wait()
+        try:
+            await self._flush(None, raise_errors=True)
+        finally:
+            await self.sink.close(self.stats())
+
+    async def read(self, name: str, start_index: int, limit: int) -> dict[str, Any]:
+        """Flush ``name``, then read it from the sink."""
+        await self.flush((name,))
+        return await self.sink.read_track(name, start_index, limit)
+
+    async def track_stats(self, name: str) -> dict[str, Any]:
+        """Flush ``name``, then return its stats."""
+        await self.flush((name,))
+        return await self.sink.track_stats(name)
+
+    async def list_tracks(self) -> list[dict[str, Any]]:
+        """Flush everything, then list the session's tracks."""
+        await self.flush()
+        return await self.sink.list_tracks()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of this agent: what was written, dropped, failed, and is still held."""
+        return {
+            "written": self.written,
+            "queued": self.queue.held,
+            "dropped": self.queue.dropped,
+            "writeErrors": self.write_errors,
+            "flushes": self.flushes,
+            "lastError": None if self._last_error is None else str(self._last_error),
+        }
+
+    async def _flush(self, names: Collection[str] | None, *, raise_errors: bool) -> None:
+        async with self._write_lock:
+            error: StorageError | None = None
+            for buffer, points in self.queue.drain(names):
+                step = self._config.batch_size
+                for chunk_start in range(0, max(len(points), 1), step):
+                    chunk = points[chunk_start : chunk_start + step]
+                    try:
+                        await self.sink.write_track(buffer.spec, chunk)
+                    except Exception as exc:
+                        error = self._failed(exc, buffer.spec.name)
+                        self.queue.give_back(buffer, points[chunk_start:])
+                        break
+                    self.written += len(chunk)
+                    self.queue.release(len(chunk))
+            self.flushes += 1
+            self.queue.failure = error
+            if error is None:
+                self._last_error = None
+            elif raise_errors:
+                raise error
+
+    def _failed(self, exc: Exception, track: str) -> StorageError:
+        self.write_errors += 1
+        error = StorageError(
+            f"writing track {track!r} failed ({exc}); {self.queue.held} points are kept in memory "
+            "and will be retried. Free disk space or fix permissions; flush() raises until then"
+        )
+        error.__cause__ = exc
+        self._last_error = error
+        if not self._warned:
+            self._warned = True
+            warnings.warn(str(error), RuntimeWarning, stacklevel=1)
+            logger.error("%s", error, exc_info=exc)
+        return error
+
+
+def remaining_seconds(deadline: float) -> float:
+    """Seconds left until the ``time.monotonic()`` deadline (``inf`` stays ``inf``)."""
+    return deadline - time.monotonic() if math.isfinite(deadline) else math.inf

@@ -1,0 +1,86 @@
+"""Agent options: one frozen dataclass, defaults overridable by ``DREAMLAKE_*`` variables.
+
+Precedence: an explicit ``Session(...)`` keyword beats the environment, which beats the default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any, Literal, get_args
+
+from ._exceptions import ConfigError
+
+OnFull = Literal["block", "drop_oldest", "drop_newest", "raise"]
+ON_FULL_POLICIES: tuple[str, ...] = get_args(OnFull)
+
+DEFAULT_LOCAL_PATH = ".dreamlake"
+
+
+@dataclasses.dataclass(frozen=True)
+class AgentConfig:
+    """Options of the background agent.
+
+    Attributes:
+        max_queue: Most points (and log entries) held in memory, queued or being written.
+        on_full: What ``append`` does when the queue is full: ``"block"`` waits for room,
+            ``"drop_oldest"``/``"drop_newest"`` discard a point (counted and warned about),
+            ``"raise"`` raises :class:`QueueFullError`.
+        batch_size: Queued points that wake the agent early; also the most points per write.
+        flush_interval: Seconds between flushes when the batch size is not reached.
+        close_timeout: Seconds ``close()`` (and exit handlers) wait for the queue to drain.
+    """
+
+    max_queue: int = 500_000
+    on_full: OnFull = "block"
+    batch_size: int = 20_000
+    flush_interval: float = 1.0
+    close_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.on_full not in ON_FULL_POLICIES:
+            raise ConfigError(f"on_full must be one of {ON_FULL_POLICIES}, got {self.on_full!r}")
+        for name in ("max_queue", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive int, got {value!r}")
+        for name in ("flush_interval", "close_timeout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ConfigError(f"{name} must be a positive number of seconds, got {value!r}")
+        if self.batch_size > self.max_queue:
+            raise ConfigError(
+                f"batch_size ({self.batch_size}) cannot exceed max_queue ({self.max_queue})"
+            )
+
+    @classmethod
+    def resolve(
+        cls, overrides: Mapping[str, Any], environ: Mapping[str, str] = os.environ
+    ) -> AgentConfig:
+        """Build the config from explicit keywords, then ``DREAMLAKE_*`` variables, then defaults."""
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            explicit = overrides.get(field.name)
+            if explicit is not None:
+                values[field.name] = explicit
+                continue
+            var = "DREAMLAKE_" + field.name.upper()
+            raw = environ.get(var)
+            if raw is None or raw == "":
+                continue
+            values[field.name] = _parse_env(var, raw, field.default)
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ConfigError(f"unknown agent option(s): {', '.join(sorted(unknown))}")
+        return cls(**values)
+
+
+def _parse_env(var: str, raw: str, default: Any) -> Any:
+    kind = type(default)
+    if kind is str:
+        return raw
+    try:
+        return kind(raw)
+    except ValueError:
+        raise ConfigError(f"{var}={raw!r} is not a valid {kind.__name__}") from None

@@ -1,0 +1,206 @@
+"""One track's ``data.jsonl``: locked appends with contiguous indices, torn-tail repair, seeking reads.
+
+Every line is ``{"index": i, "data": {...}}`` and line ``k`` of the file carries index ``k``. That
+invariant is what lets :meth:`TrackLog.read` binary-search byte offsets instead of scanning, and what
+every append keeps: indices are assigned while holding the track's file lock, from the file's own last
+line (never from a cached counter another process may have outrun).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from ._filelock import FileLock
+from ._values import tag_nonfinite, untag_nonfinite
+
+_PROBE = 4096  # bytes read per probe while seeking; most lines are far shorter
+_SCAN_BELOW = 16 * 1024  # below this span, stop bisecting and count newlines
+
+
+class _Line(msgspec.Struct, gc=False):
+    index: int
+    data: dict[str, Any]
+
+
+class _IndexOnly(msgspec.Struct):
+    index: int
+
+
+_ENCODER = msgspec.json.Encoder()
+_INDEX_DECODER = msgspec.json.Decoder(_IndexOnly)
+_LINES_DECODER = msgspec.json.Decoder(list[dict[str, Any]])
+
+
+def encode_lines(first_index: int, points: Sequence[dict[str, Any]]) -> bytes:
+    """Encode ``points`` as JSONL lines numbered from ``first_index``."""
+    blob = _ENCODER.encode_lines(list(map(_Line, itertools.count(first_index), points)))
+    # msgspec writes NaN/Infinity as null; a batch without any null cannot hold one.
+    if b"null" in blob:
+        tagged = [tag_nonfinite(p) for p in points]
+        blob = _ENCODER.encode_lines(list(map(_Line, itertools.count(first_index), tagged)))
+    return blob
+
+
+class TrackLog:
+    """Appends to and reads from one ``data.jsonl``; safe across threads and processes."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.path = directory / "data.jsonl"
+        self.lock = FileLock(directory / ".lock")
+        self._fd = -1
+        self._size = -1  # file size after our last append or tail check, under the lock
+        self._count = 0  # lines in the file at that size
+
+    def append(self, points: Sequence[dict[str, Any]]) -> tuple[int, int]:
+        """Append ``points``; return ``(first_index, count_after)``. Call with ``lock`` held."""
+        fd = self._open()
+        size, first = self._tail(fd)
+        blob = encode_lines(first, points)
+        try:
+            _write_all(fd, blob)
+        except BaseException:
+            # Leave no partial batch behind: the caller keeps the points and retries them.
+            os.ftruncate(fd, size)
+            raise
+        self._size = size + len(blob)
+        self._count = first + len(points)
+        return first, self._count
+
+    def count(self) -> int:
+        """Number of points in the file (repairs a torn tail). Call with ``lock`` held."""
+        return self._tail(self._open())[1]
+
+    def read(self, start: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+        """Return up to ``limit`` entries from index ``start`` and the track's point count."""
+        with self.lock:
+            fd = self._open()
+            end, count = self._tail(fd)
+        # Everything before ``end`` is complete and never rewritten, so the rest needs no lock.
+        if start >= count or limit <= 0:
+            return [], count
+        stop = min(count, start + limit)
+        first = self._offset(fd, start, end, count)
+        last = end if stop == count else self._offset(fd, stop, end, count)
+        chunk = os.pread(fd, last - first, first)
+        entries = _LINES_DECODER.decode(b"[" + chunk.rstrip(b"\n").replace(b"\n", b",") + b"]")
+        if b'"$float"' in chunk:
+            for entry in entries:
+                entry["data"] = untag_nonfinite(entry["data"])
+        return entries, count
+
+    def close(self) -> None:
+        """Close the file descriptors."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        self.lock.close()
+
+    def _open(self) -> int:
+        if self._fd < 0:
+            self._fd = os.open(
+                self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644
+            )
+        return self._fd
+
+    def _tail(self, fd: int) -> tuple[int, int]:
+        """Return ``(size, count)``, truncating a torn or unparsable last line first."""
+        size = os.fstat(fd).st_size
+        if size == self._size:
+            return size, self._count
+        while size > 0:
+            start = _line_start_before(fd, size)
+            line = os.pread(fd, size - start, start)
+            if line.endswith(b"\n"):
+                try:
+                    index = _INDEX_DECODER.decode(line).index
+                except msgspec.DecodeError:
+                    index = -1
+                if index >= 0:
+                    self._size, self._count = size, index + 1
+                    return size, index + 1
+            # A crash mid-write left a partial line: cut it off before anyone builds on it.
+            os.ftruncate(fd, start)
+            size = start
+        self._size, self._count = 0, 0
+        return 0, 0
+
+    def _offset(self, fd: int, index: int, end: int, count: int) -> int:
+        """Byte offset where the line of ``index`` starts (0 < index < count)."""
+        lo, lo_index = 0, 0  # a line start and its index
+        hi, hi_index = end, count  # a line start (or the end) and its index
+        interpolate = True
+        while index != lo_index and hi - lo > _SCAN_BELOW and hi_index - lo_index > 1:
+            # Interpolation finds the line in a few probes when lines have similar lengths;
+            # alternating with bisection keeps the worst case logarithmic when they do not.
+            if interpolate:
+                guess = lo + (hi - lo) * (index - lo_index) // (hi_index - lo_index)
+            else:
+                guess = (lo + hi) // 2
+            interpolate = not interpolate
+            start = _line_start_after(fd, min(max(guess, lo + 1), hi - 1), hi)
+            if start >= hi:
+                start = _line_start_before(fd, hi)  # the guess fell in the last line before hi
+            line_index = _INDEX_DECODER.decode(_line_at(fd, start)).index
+            if line_index == index:
+                return start
+            if line_index < index:
+                lo, lo_index = start, line_index
+            else:
+                hi, hi_index = start, line_index
+        if index == lo_index:
+            return lo
+        block = os.pread(fd, hi - lo, lo)
+        pos = 0
+        for _ in range(index - lo_index):
+            pos = block.index(b"\n", pos) + 1
+        return lo + pos
+
+
+def _write_all(fd: int, blob: bytes) -> None:
+    view = memoryview(blob)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _line_start_before(fd: int, end: int) -> int:
+    """Start of the line that ends at ``end`` (the byte before ``end`` may be its newline)."""
+    pos = end - 1  # skip the line's own newline
+    while pos > 0:
+        lo = max(0, pos - _PROBE)
+        block = os.pread(fd, pos - lo, lo)
+        nl = block.rfind(b"\n")
+        if nl >= 0:
+            return lo + nl + 1
+        pos = lo
+    return 0
+
+
+def _line_start_after(fd: int, pos: int, end: int) -> int:
+    """Start of the first line that begins after byte ``pos`` (``end`` if none)."""
+    while pos < end:
+        block = os.pread(fd, min(_PROBE, end - pos), pos)
+        nl = block.find(b"\n")
+        if nl >= 0:
+            return pos + nl + 1
+        pos += len(block)
+    return end
+
+
+def _line_at(fd: int, start: int) -> bytes:
+    parts = []
+    while True:
+        block = os.pread(fd, _PROBE, start)
+        nl = block.find(b"\n")
+        if nl >= 0 or not block:
+            parts.append(block[: nl + 1] if nl >= 0 else block)
+            return b"".join(parts)
+        parts.append(block)
+        start += len(block)

@@ -1,0 +1,212 @@
+"""The local sink: a session directory in the dreamlake 0.2.x layout.
+
+```
+<root>/<workspace>/<session>/
+  session.json
+  logs/  files/
+  tracks/<track>/data.jsonl       (see _jsonl.py)
+  tracks/<track>/metadata.json    replaced atomically after every append, so it is in step with the data
+```
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from ._atomic import read_json, write_json_atomic
+from ._clock import utc_now_iso
+from ._exceptions import TrackNotFoundError
+from ._jsonl import TrackLog
+from ._sink import Sink, TrackSpec
+
+CHUNK_SIZE = 10_000  # the server's cold-tier chunk size; reported by stats() for 0.2.x parity
+
+
+class _Track:
+    """A track's data log and the path of its metadata."""
+
+    def __init__(self, directory: Path) -> None:
+        self.log = TrackLog(directory)
+        self.meta_path = directory / "metadata.json"
+
+
+class LocalSink(Sink):
+    """Writes one session's tracks to JSONL files under ``root``."""
+
+    def __init__(self, root: Path, workspace: str, session: Mapping[str, Any]) -> None:
+        self.directory = Path(root) / workspace / session["name"]
+        self._session = dict(session, workspace=workspace)
+        self._tracks: dict[str, _Track] = {}
+        self._tracks_lock = threading.Lock()
+
+    async def open(self) -> None:
+        await anyio.to_thread.run_sync(self._open)
+
+    async def write_track(self, spec: TrackSpec, points: Sequence[dict[str, Any]]) -> None:
+        await anyio.to_thread.run_sync(self._write_track, spec, points)
+
+    async def read_track(self, name: str, start_index: int, limit: int) -> dict[str, Any]:
+        return await anyio.to_thread.run_sync(self._read_track, name, start_index, limit)
+
+    async def track_stats(self, name: str) -> dict[str, Any]:
+        return await anyio.to_thread.run_sync(self._track_stats, name)
+
+    async def list_tracks(self) -> list[dict[str, Any]]:
+        return await anyio.to_thread.run_sync(self._list_tracks)
+
+    async def close(self, agent_stats: Mapping[str, Any]) -> None:
+        await anyio.to_thread.run_sync(self._close, agent_stats)
+
+    # The blocking halves, run in worker threads.
+
+    def _open(self) -> None:
+        for sub in ("logs", "tracks", "files"):
+            (self.directory / sub).mkdir(parents=True, exist_ok=True)
+        self._update_session_json(self._session_fields())
+
+    def _session_fields(self) -> dict[str, Any]:
+        s = self._session
+        return {
+            "name": s["name"],
+            "workspace": s["workspace"],
+            "description": s.get("description"),
+            "tags": s.get("tags") or [],
+            "folder": s.get("folder"),
+            "metadata": s.get("metadata"),
+            "write_protected": bool(s.get("write_protected")),
+        }
+
+    def _update_session_json(self, fields: Mapping[str, Any]) -> None:
+        # Same merge rule as 0.2.x: fields left as None keep what an earlier run stored.
+        path = self.directory / "session.json"
+        existing = read_json(path)
+        now = utc_now_iso()
+        if existing is None:
+            write_json_atomic(path, {**fields, "created_at": now, "updated_at": now})
+            return
+        merged = dict(existing)
+        merged.update({k: v for k, v in fields.items() if v is not None})
+        merged["updated_at"] = now
+        write_json_atomic(path, merged)
+
+    def _track(self, name: str, create: bool) -> _Track | None:
+        with self._tracks_lock:
+            track = self._tracks.get(name)
+            if track is None:
+                directory = self.directory / "tracks" / name
+                if not create and not (directory / "metadata.json").exists():
+                    return None
+                directory.mkdir(parents=True, exist_ok=True)
+                track = self._tracks[name] = _Track(directory)
+            return track
+
+    def _write_track(self, spec: TrackSpec, points: Sequence[dict[str, Any]]) -> None:
+        track = self._track(spec.name, create=True)
+        assert track is not None
+        with track.log.lock:
+            if points:
+                _, count = track.log.append(points)
+            else:
+                count = track.log.count()
+            self._write_meta(track, spec, count, wrote=bool(points))
+
+    def _write_meta(
+        self, track: _Track, spec: TrackSpec | None, count: int, wrote: bool
+    ) -> dict[str, Any]:
+        """Bring ``metadata.json`` in step with the data. Call with the track's lock held."""
+        now = utc_now_iso()
+        # Re-read rather than cache: another process may have written the track since.
+        meta: dict[str, Any] | None = read_json(track.meta_path)
+        if meta is None:
+            name = track.log.directory.name
+            meta = {
+                "trackId": f"local-track-{name}",
+                "name": name,
+                "description": None,
+                "tags": [],
+                "metadata": None,
+                "createdAt": now,
+            }
+        if spec is not None:
+            for key in ("description", "tags", "metadata"):
+                value = getattr(spec, key)
+                if value is not None:
+                    meta[key] = value
+        if wrote:
+            meta.setdefault("firstDataAt", now)
+            meta["lastDataAt"] = now
+        meta["totalDataPoints"] = count
+        meta["nextIndex"] = count
+        meta["updatedAt"] = now
+        write_json_atomic(track.meta_path, meta)
+        return meta
+
+    def _read_track(self, name: str, start: int, limit: int) -> dict[str, Any]:
+        track = self._track(name, create=False)
+        entries, count = track.log.read(start, limit) if track else ([], 0)
+        return {
+            "data": entries,
+            "startIndex": start,
+            "endIndex": start + len(entries) - 1,
+            "total": len(entries),
+            "hasMore": start + len(entries) < count,
+        }
+
+    def _track_stats(self, name: str) -> dict[str, Any]:
+        track = self._track(name, create=False)
+        if track is None:
+            raise TrackNotFoundError(f"track {name!r} does not exist in {self.directory}")
+        with track.log.lock:
+            count = track.log.count()
+            meta = read_json(track.meta_path)
+            if meta is None or meta.get("totalDataPoints") != count:
+                # A crash between the data write and the metadata replace: repair it now.
+                meta = self._write_meta(track, None, count, wrote=False)
+        return {
+            "trackId": meta["trackId"],
+            "name": meta["name"],
+            "description": meta.get("description"),
+            "tags": meta.get("tags") or [],
+            "metadata": meta.get("metadata"),
+            "totalDataPoints": count,
+            "bufferedDataPoints": count,
+            "chunkedDataPoints": 0,
+            "totalChunks": 0,
+            "chunkSize": CHUNK_SIZE,
+            "firstDataAt": meta.get("firstDataAt"),
+            "lastDataAt": meta.get("lastDataAt"),
+            "createdAt": meta.get("createdAt"),
+            "updatedAt": meta.get("updatedAt"),
+        }
+
+    def _list_tracks(self) -> list[dict[str, Any]]:
+        out = []
+        tracks_dir = self.directory / "tracks"
+        for entry in sorted(os.scandir(tracks_dir), key=lambda e: e.name):
+            meta = read_json(Path(entry.path) / "metadata.json") if entry.is_dir() else None
+            if meta is None:
+                continue
+            out.append(
+                {
+                    "trackId": meta["trackId"],
+                    "name": meta["name"],
+                    "description": meta.get("description"),
+                    "tags": meta.get("tags") or [],
+                    "totalDataPoints": meta.get("totalDataPoints", 0),
+                    "createdAt": meta.get("createdAt"),
+                }
+            )
+        return out
+
+    def _close(self, agent_stats: Mapping[str, Any]) -> None:
+        self._update_session_json({"agent": dict(agent_stats)})
+        with self._tracks_lock:
+            for track in self._tracks.values():
+                track.log.close()
+            self._tracks.clear()

@@ -1,0 +1,206 @@
+"""The bounded in-process queue between ``append()`` and the agent.
+
+Each track has its own deque (no re-grouping later); one ticket counter bounds them all. A point's
+ticket is the number of points admitted before it; ``taken`` counts the points that have left
+(written, dropped or refused). ``ticket - taken`` is therefore what is held in memory, queued or
+in flight, and the hot path compares it with ``threshold`` without taking a lock::
+
+    ticket = next(queue.seq)
+    if ticket - queue.taken < queue.threshold:   # the common case: no lock, no wake-up
+        buffer.items.append(fields)
+    else:
+        queue.admit(buffer, fields, ticket)      # wake the agent, apply on_full, or refuse
+
+``threshold`` encodes the queue's state so the hot path needs no other check: ``batch_size`` while
+the agent sleeps (the call that reaches it wakes the agent), ``max_queue`` once woken (no caller pays
+for a wake-up the agent already has), -1 when closed or forked (every call goes to :meth:`admit`,
+which refuses it or restarts the agent).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import warnings
+from collections import deque
+from collections.abc import Callable, Collection
+from typing import Any
+
+from ._config import AgentConfig
+from ._exceptions import DreamlakeError, QueueFullError, StorageError
+from ._sink import TrackSpec
+
+
+class TrackBuffer:
+    """Points of one track waiting for the agent."""
+
+    __slots__ = ("items", "retry", "spec", "spec_dirty")
+
+    def __init__(self, spec: TrackSpec) -> None:
+        self.spec = spec
+        self.items: deque[dict[str, Any]] = deque()
+        self.retry: list[dict[str, Any]] = []  # taken by a write that failed; written first next time
+        self.spec_dirty = True
+
+
+class PointQueue:
+    """Per-track buffers under one bound, with the ``on_full`` policy."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.buffers: dict[str, TrackBuffer] = {}
+        self.threshold = -1
+        self.dropped = 0
+        # Set by the owner: wake the agent (from any thread), and why appends are refused.
+        self.waker: Callable[[], None] = lambda: None
+        self.refusal: Callable[[], DreamlakeError | None] = lambda: None
+        self.failure: StorageError | None = None  # the sink is failing: blocked callers give up
+        self._reset()
+
+    def _reset(self) -> None:
+        self.seq = itertools.count()
+        self.taken = 0
+        self._open = False
+        self._lock = threading.Lock()
+        self._room = threading.Condition(self._lock)
+        self._warned_drop = False
+
+    def open(self) -> None:
+        """Let the hot path admit points."""
+        with self._lock:
+            self._open = True
+            self.threshold = self.config.batch_size
+
+    def shut(self) -> None:
+        """Send every later ``append`` to :meth:`admit`, which asks ``refusal`` why."""
+        with self._room:
+            self._open = False
+            self.threshold = -1
+            self._room.notify_all()
+
+    def after_fork(self) -> None:
+        """In a forked child: forget the parent's points and its (possibly held) locks."""
+        for buffer in self.buffers.values():
+            buffer.items.clear()
+            buffer.retry = []
+            buffer.spec_dirty = True
+        self.threshold = -1
+        self._reset()
+
+    def buffer(self, spec: TrackSpec) -> TrackBuffer:
+        """Return the buffer of ``spec.name``, creating it on first use."""
+        with self._lock:
+            buffer = self.buffers.get(spec.name)
+            if buffer is None:
+                buffer = self.buffers[spec.name] = TrackBuffer(spec)
+            return buffer
+
+    @property
+    def held(self) -> int:
+        """Points in memory: queued or being written."""
+        return sum(len(b.items) + len(b.retry) for b in self.buffers.values())
+
+    def admit(self, buffer: TrackBuffer, fields: dict[str, Any], ticket: int) -> None:
+        """Slow path of ``append``: refuse, queue and wake the agent, or apply ``on_full``."""
+        refusal = self.refusal()
+        if refusal is not None:
+            self.release(1)
+            raise refusal
+        if ticket - self.taken < self.config.max_queue:
+            buffer.items.append(fields)
+            self.wake()
+            return
+        policy = self.config.on_full
+        if policy == "block":
+            self._wait_for_room(ticket)
+            buffer.items.append(fields)
+            return
+        if policy == "raise":
+            self.release(1)
+            raise QueueFullError(
+                f"the queue holds {self.config.max_queue} points and the sink has not caught up; "
+                "raise max_queue, flush more often, or choose another on_full policy"
+            )
+        with self._lock:
+            if policy == "drop_oldest" and self._drop_oldest(buffer):
+                buffer.items.append(fields)
+            self.dropped += 1
+            self.taken += 1
+        self._warn_drop()
+
+    def _drop_oldest(self, preferred: TrackBuffer) -> bool:
+        """Drop the oldest queued point of ``preferred``, else of the fullest track."""
+        victim = preferred if preferred.items else max(
+            self.buffers.values(), key=lambda b: len(b.items)
+        )
+        if not victim.items:
+            return False  # everything held is being written: drop the new point instead
+        victim.items.popleft()
+        return True
+
+    def _wait_for_room(self, ticket: int) -> None:
+        with self._room:
+            while ticket - self.taken >= self.config.max_queue:
+                refusal = self.refusal() or self.failure
+                if refusal is not None:
+                    self.taken += 1
+                    raise refusal
+                if self._mark_woken():
+                    self.waker()  # non-blocking: it only schedules a callback on the agent's loop
+                # The timeout only re-checks the refusal; room is signalled by release().
+                self._room.wait(0.5)
+
+    def _warn_drop(self) -> None:
+        if not self._warned_drop:
+            self._warned_drop = True
+            warnings.warn(
+                f"dreamlake dropped points: the queue of {self.config.max_queue} points was full "
+                f"(on_full={self.config.on_full!r}); see session.agent_stats()['dropped']",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+
+    def wake(self) -> None:
+        """Wake the agent, and keep later calls on the fast path until it has drained."""
+        with self._lock:
+            woken = self._mark_woken()
+        if woken:
+            self.waker()
+
+    def _mark_woken(self) -> bool:
+        """Whether the caller should wake the agent (it is not already woken). Call with the lock."""
+        if not self._open or self.threshold == self.config.max_queue:
+            return False
+        self.threshold = self.config.max_queue
+        return True
+
+    def drain(self, names: Collection[str] | None = None) -> list[tuple[TrackBuffer, list[Any]]]:
+        """Take the queued points (and earlier failed ones) of ``names`` or of every track."""
+        out: list[tuple[TrackBuffer, list[Any]]] = []
+        with self._lock:
+            if self._open:
+                self.threshold = self.config.batch_size  # the next batch wakes the agent again
+            for name, buffer in self.buffers.items():
+                if names is not None and name not in names:
+                    continue
+                points, buffer.retry = buffer.retry, []
+                queued = buffer.items
+                if queued:
+                    popleft = queued.popleft
+                    points.extend([popleft() for _ in range(len(queued))])
+                if points or buffer.spec_dirty:
+                    buffer.spec_dirty = False
+                    out.append((buffer, points))
+        return out
+
+    def give_back(self, buffer: TrackBuffer, points: list[Any]) -> None:
+        """Return points whose write failed; they are written first next time."""
+        with self._lock:
+            buffer.retry = points + buffer.retry
+            buffer.spec_dirty = True
+
+    def release(self, count: int) -> None:
+        """Mark ``count`` points as gone from memory and wake callers waiting for room."""
+        with self._lock:
+            self.taken += count
+            self._room.notify_all()

@@ -1,0 +1,296 @@
+"""``Session``: the synchronous face of the agent, and the ``@dreamlake_session`` decorator."""
+
+from __future__ import annotations
+
+import enum
+import functools
+import os
+import threading
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+from . import _lifecycle
+from ._agent import Agent
+from ._config import DEFAULT_LOCAL_PATH, AgentConfig, OnFull
+from ._exceptions import ConfigError, DreamlakeError, SessionClosedError
+from ._local import LocalSink
+from ._names import check_name
+from ._queue import PointQueue
+from ._runner import AgentThread
+from ._sink import TrackSpec
+from ._track import Track
+
+T = TypeVar("T")
+
+
+class _State(enum.Enum):
+    NEW = "new"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+class Session:
+    """One experiment run: its tracks, written in the background by an agent thread.
+
+    Use it as ``with Session(...) as session:``, or call :meth:`open` and :meth:`close`.
+    Local mode writes under ``local_path`` (else ``$DREAMLAKE_LOCAL_PATH``, else ``./.dreamlake``).
+
+    Args:
+        name: Session name, unique within the workspace.
+        workspace: Workspace name.
+        local_path: Root directory of local storage.
+        remote: URL of a dreamlake server (not available in this version).
+        api_key: Token for ``remote``.
+        user_name: User for ``remote``.
+        description: Free text stored with the session.
+        tags: Tags stored with the session.
+        folder: Folder path stored with the session.
+        metadata: JSON-able dict stored with the session.
+        write_protected: Stored with the session (0.2.x field).
+        max_queue: See :class:`AgentConfig`; also ``DREAMLAKE_MAX_QUEUE``.
+        on_full: See :class:`AgentConfig`; also ``DREAMLAKE_ON_FULL``.
+        batch_size: See :class:`AgentConfig`; also ``DREAMLAKE_BATCH_SIZE``.
+        flush_interval: See :class:`AgentConfig`; also ``DREAMLAKE_FLUSH_INTERVAL``.
+        close_timeout: See :class:`AgentConfig`; also ``DREAMLAKE_CLOSE_TIMEOUT``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        workspace: str,
+        *,
+        local_path: str | os.PathLike[str] | None = None,
+        remote: str | None = None,
+        api_key: str | None = None,
+        user_name: str | None = None,
+        description: str | None = None,
+        tags: list[str] | None = None,
+        folder: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        write_protected: bool = False,
+        max_queue: int | None = None,
+        on_full: OnFull | None = None,
+        batch_size: int | None = None,
+        flush_interval: float | None = None,
+        close_timeout: float | None = None,
+    ) -> None:
+        self.name = check_name("session", name)
+        self.workspace = check_name("workspace", workspace)
+        if remote is not None:
+            raise ConfigError(
+                "remote mode is not available in this version of dreamlake; use local_path"
+            )
+        self.config = AgentConfig.resolve(
+            {
+                "max_queue": max_queue,
+                "on_full": on_full,
+                "batch_size": batch_size,
+                "flush_interval": flush_interval,
+                "close_timeout": close_timeout,
+            }
+        )
+        root = local_path or os.environ.get("DREAMLAKE_LOCAL_PATH") or DEFAULT_LOCAL_PATH
+        self.local_path = Path(root)
+        self.description = description
+        self.tags = tags
+        self.folder = folder
+        self.metadata = metadata
+        self.write_protected = write_protected
+        self._state = _State.NEW
+        self._state_lock = threading.RLock()
+        self._queue = PointQueue(self.config)
+        self._queue.refusal = self._refusal
+        self._tracks: dict[str, Track] = {}
+        self._runner: AgentThread | None = None
+
+    @property
+    def path(self) -> Path:
+        """The session's directory in local storage."""
+        return self.local_path / self.workspace / self.name
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the session accepts calls."""
+        return self._state is _State.OPEN
+
+    def open(self) -> Session:
+        """Create or update the session's storage and start the agent. Returns ``self``."""
+        with self._state_lock:
+            if self._state is _State.OPEN:
+                return self
+            if self._state is _State.CLOSED:
+                raise SessionClosedError(
+                    f"session {self.name!r} was closed; create a new Session to log again"
+                )
+            self._start_agent()
+            self._state = _State.OPEN
+        _lifecycle.register(self)
+        return self
+
+    def _start_agent(self) -> None:
+        session_fields = {
+            "name": self.name,
+            "description": self.description,
+            "tags": self.tags,
+            "folder": self.folder,
+            "metadata": self.metadata,
+            "write_protected": self.write_protected,
+        }
+        sink = LocalSink(self.local_path, self.workspace, session_fields)
+        runner = AgentThread(Agent(self._queue, sink))
+        self._queue.waker = runner.wake
+        runner.start()
+        self._runner = runner
+        self._queue.open()
+
+    def close(self, timeout: float | None = None) -> None:
+        """Write everything queued, then stop the agent. Idempotent.
+
+        Args:
+            timeout: Seconds to wait for the queue to drain; defaults to ``close_timeout``.
+
+        Raises:
+            FlushTimeoutError: The deadline passed; the error says how many points were not written.
+            StorageError: The sink failed; the error says why.
+        """
+        with self._state_lock:
+            if self._state is not _State.OPEN:
+                self._state = _State.CLOSED
+                return
+            self._state = _State.CLOSED
+            self._queue.shut()
+            runner, self._runner = self._runner, None
+        _lifecycle.unregister(self)
+        if runner is not None:
+            runner.stop(self.config.close_timeout if timeout is None else timeout)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Block until every point appended before this call is written.
+
+        Raises:
+            FlushTimeoutError: ``timeout`` seconds passed first.
+            StorageError: A write failed; the points are kept and retried.
+        """
+        self._call(Agent.flush, timeout=timeout)
+
+    def track(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Track:
+        """Return the handle of track ``name``; descriptive fields given here are stored with it."""
+        track = self._tracks.get(name)
+        if track is None or description is not None or tags is not None or metadata is not None:
+            self._check_open()
+            track = self._new_track(name, description, tags, metadata)
+        return track
+
+    def _new_track(
+        self,
+        name: str,
+        description: str | None,
+        tags: list[str] | None,
+        metadata: dict[str, Any] | None,
+    ) -> Track:
+        check_name("track", name)
+        with self._state_lock:
+            track = self._tracks.get(name)
+            if track is None:
+                buffer = self._queue.buffer(TrackSpec(name, description, tags, metadata))
+                track = self._tracks[name] = Track(self, self._queue, buffer)
+            else:
+                spec = track._buffer.spec
+                spec.description = description if description is not None else spec.description
+                spec.tags = tags if tags is not None else spec.tags
+                spec.metadata = metadata if metadata is not None else spec.metadata
+                track._buffer.spec_dirty = True
+            return track
+
+    def tracks(self) -> list[dict[str, Any]]:
+        """List every track of the session (``trackId, name, description, tags, totalDataPoints``...)."""
+        return self._call(Agent.list_tracks)
+
+    def agent_stats(self) -> dict[str, Any]:
+        """Counters of the background agent: written, queued, dropped, writeErrors, flushes, lastError."""
+        runner = self._runner
+        if runner is None:
+            return {"written": 0, "queued": 0, "dropped": self._queue.dropped, "writeErrors": 0,
+                    "flushes": 0, "lastError": None}
+        return runner.agent.stats()
+
+    def __enter__(self) -> Session:
+        return self.open()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Session {self.workspace}/{self.name} {self._state.value}>"
+
+    # Plumbing shared with Track.
+
+    def _check_open(self) -> None:
+        error = self._refusal()
+        if error is not None:
+            raise error
+
+    def _refusal(self) -> DreamlakeError | None:
+        """Why calls are refused now, or ``None``; restarts the agent in a forked child."""
+        if self._state is not _State.OPEN:
+            return SessionClosedError(
+                f"session {self.name!r} is {self._state.value}; use 'with Session(...) as s:' "
+                "or call open() first"
+            )
+        if self._runner is None:  # a forked child's first call: start its own agent
+            with self._state_lock:
+                if self._runner is None:
+                    self._start_agent()
+                    _lifecycle.register(self)
+        return None
+
+    def _call(
+        self, func: Callable[..., Awaitable[T]], *args: Any, timeout: float | None = None
+    ) -> T:
+        """Run an agent coroutine ``func(agent, *args)`` on the agent's loop and wait for it."""
+        self._check_open()
+        runner = self._runner
+        if runner is None:
+            raise SessionClosedError(f"session {self.name!r} is closed")
+        return runner.call(func, runner.agent, *args, timeout=timeout)
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's agent thread does not exist here; its queued points are the parent's to write.
+        self._queue.after_fork()
+        self._runner = None
+        self._state_lock = threading.RLock()
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def dreamlake_session(name: str, workspace: str, **session_kwargs: Any) -> Callable[[F], F]:
+    """Decorate a function so it runs inside ``with Session(name, workspace, **kwargs)``.
+
+    The open session is passed to the function as the ``session`` keyword argument.
+    """
+
+    def decorator(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with Session(name, workspace, **session_kwargs) as session:
+                return func(*args, session=session, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorator
+

@@ -1,0 +1,102 @@
+"""The track handle: ``session.track(name)``. Its ``append`` is the hot path."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from ._agent import Agent
+from ._exceptions import InvalidArgumentError, InvalidValueError
+from ._queue import PointQueue, TrackBuffer
+from ._values import SCALAR_TYPES, normalize
+
+if TYPE_CHECKING:
+    from ._session import Session
+
+
+class Track:
+    """A named time series of points. Get one with ``session.track(name)``; it is cheap to keep."""
+
+    __slots__ = ("_buffer", "_items", "_queue", "_session", "name")
+
+    def __init__(self, session: Session, queue: PointQueue, buffer: TrackBuffer) -> None:
+        self._session = session
+        self._queue = queue
+        self._buffer = buffer
+        self._items = buffer.items
+        self.name = buffer.spec.name
+
+    def append(self, **fields: Any) -> None:
+        """Queue one point (fire-and-forget).
+
+        Values may be int, float (NaN and ±Infinity included), bool, str, None, datetimes, numpy/torch/jax
+        scalars, and lists or dicts of those.
+
+        Raises:
+            InvalidValueError: A value cannot be stored (a ``TypeError``); nothing is queued.
+            SessionClosedError: The session is not open.
+            QueueFullError: The queue is full and ``on_full="raise"``.
+        """
+        for value in fields.values():
+            if type(value) not in SCALAR_TYPES:
+                fields = normalize(fields)
+                break
+        queue = self._queue
+        ticket = next(queue.seq)
+        if ticket - queue.taken < queue.threshold:
+            self._items.append(fields)
+        else:
+            queue.admit(self._buffer, fields, ticket)
+
+    def append_batch(self, points: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Queue several points in order; all are checked before any is queued.
+
+        Returns:
+            ``{"count": n}``. Indices are assigned when the points are written; ``read()`` shows them.
+
+        Raises:
+            InvalidArgumentError: ``points`` is empty (a ``ValueError``).
+            InvalidValueError: A point is not a dict or holds a value that cannot be stored.
+        """
+        if isinstance(points, (str, bytes, dict)) or not isinstance(points, Sequence):
+            raise InvalidValueError(
+                f"append_batch takes a list of dicts, got {type(points).__name__}"
+            )
+        if not points:
+            raise InvalidArgumentError("append_batch needs at least one point")
+        checked = []
+        for i, point in enumerate(points):
+            try:
+                checked.append(normalize(point))
+            except InvalidValueError as exc:
+                raise InvalidValueError(f"point {i}: {exc}") from None
+        append = self.append
+        for point in checked:
+            append(**point)
+        return {"count": len(checked)}
+
+    def read(self, start_index: int = 0, limit: int = 1000) -> dict[str, Any]:
+        """Return points ``start_index .. start_index + limit - 1``, including every point appended so far.
+
+        Returns:
+            ``{"data": [{"index": i, "data": {...}}, ...], "startIndex", "endIndex", "total", "hasMore"}``
+            where ``total`` is the number of points returned and ``hasMore`` whether more follow.
+        """
+        _check_count("start_index", start_index, minimum=0)
+        _check_count("limit", limit, minimum=1)
+        return self._session._call(Agent.read, self.name, start_index, limit)
+
+    def stats(self) -> dict[str, Any]:
+        """Return the track's counters and descriptive fields (after writing what is queued)."""
+        return self._session._call(Agent.track_stats, self.name)
+
+    def list_all(self) -> list[dict[str, Any]]:
+        """List every track of the session (the 0.2.x spelling of ``session.tracks()``)."""
+        return self._session.tracks()
+
+
+def _check_count(name: str, value: object, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidValueError(f"{name} must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise InvalidArgumentError(f"{name} must be >= {minimum}, got {value}")
