@@ -19,7 +19,6 @@ from ._exceptions import (
     QueueFullError,
     SessionClosedError,
     StorageError,
-    TrackNotFoundError,
 )
 from ._session import Session, dreamlake_session
 from ._track import Track
@@ -39,7 +38,6 @@ __all__ = [
     "SessionClosedError",
     "StorageError",
     "Track",
-    "TrackNotFoundError",
     "__version__",
     "dreamlake_session",
 ]

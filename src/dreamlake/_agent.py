@@ -103,18 +103,22 @@ class Agent:
     async def _flush(self, names: Collection[str] | None, *, raise_errors: bool) -> None:
         async with self._write_lock:
             error: StorageError | None = None
-            for buffer, points in self.queue.drain(names):
-                step = self._config.batch_size
-                for chunk_start in range(0, max(len(points), 1), step):
-                    chunk = points[chunk_start : chunk_start + step]
+            for buffer, count in self.queue.pending(names):
+                # Only what was pending when the flush began, so a busy producer cannot stall it.
+                remaining = count
+                while True:
+                    chunk = self.queue.take(buffer, min(remaining, self._config.batch_size))
                     try:
                         await self.sink.write_track(buffer.spec, chunk)
                     except Exception as exc:
                         error = self._failed(exc, buffer.spec.name)
-                        self.queue.give_back(buffer, points[chunk_start:])
+                        self.queue.give_back(buffer, chunk)
                         break
                     self.written += len(chunk)
                     self.queue.release(len(chunk))
+                    remaining -= len(chunk)
+                    if remaining <= 0 or not chunk:
+                        break
             self.flushes += 1
             self.queue.failure = error
             if error is None:

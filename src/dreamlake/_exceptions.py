@@ -11,7 +11,6 @@ Every error derives from :class:`DreamlakeError` and from the builtin it stands 
     ├── SessionClosedError (RuntimeError)   a call on a session that is not open
     ├── QueueFullError (RuntimeError)       on_full="raise" and the queue is full
     ├── FlushTimeoutError (TimeoutError)    flush()/close() ran past its deadline
-    ├── TrackNotFoundError (FileNotFoundError)  stats() of a track that was never written
     └── StorageError (OSError)              the sink failed to write; points are kept and retried
 """
 
@@ -53,6 +52,3 @@ class FlushTimeoutError(DreamlakeError, TimeoutError):
 class StorageError(DreamlakeError, OSError):
     """Writing to the sink failed; the unwritten points are kept and retried."""
 
-
-class TrackNotFoundError(DreamlakeError, FileNotFoundError):
-    """The track does not exist in this session's storage."""

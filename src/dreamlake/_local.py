@@ -21,7 +21,6 @@ import anyio
 
 from ._atomic import read_json, write_json_atomic
 from ._clock import utc_now_iso
-from ._exceptions import TrackNotFoundError
 from ._jsonl import TrackLog
 from ._sink import Sink, TrackSpec
 
@@ -159,14 +158,14 @@ class LocalSink(Sink):
         }
 
     def _track_stats(self, name: str) -> dict[str, Any]:
-        track = self._track(name, create=False)
-        if track is None:
-            raise TrackNotFoundError(f"track {name!r} does not exist in {self.directory}")
+        track = self._track(name, create=True)
+        assert track is not None
         with track.log.lock:
             count = track.log.count()
             meta = read_json(track.meta_path)
             if meta is None or meta.get("totalDataPoints") != count:
-                # A crash between the data write and the metadata replace: repair it now.
+                # A crash between the data write and the metadata replace (or a track that has no
+                # points yet): bring the metadata in step now.
                 meta = self._write_meta(track, None, count, wrote=False)
         return {
             "trackId": meta["trackId"],

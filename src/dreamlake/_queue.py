@@ -174,24 +174,34 @@ class PointQueue:
         self.threshold = self.config.max_queue
         return True
 
-    def drain(self, names: Collection[str] | None = None) -> list[tuple[TrackBuffer, list[Any]]]:
-        """Take the queued points (and earlier failed ones) of ``names`` or of every track."""
-        out: list[tuple[TrackBuffer, list[Any]]] = []
+    def pending(self, names: Collection[str] | None = None) -> list[tuple[TrackBuffer, int]]:
+        """Snapshot the tracks (of ``names``, or all) with points or fields to write, and how many."""
+        out: list[tuple[TrackBuffer, int]] = []
         with self._lock:
             if self._open:
                 self.threshold = self.config.batch_size  # the next batch wakes the agent again
             for name, buffer in self.buffers.items():
                 if names is not None and name not in names:
                     continue
-                points, buffer.retry = buffer.retry, []
-                queued = buffer.items
-                if queued:
-                    popleft = queued.popleft
-                    points.extend([popleft() for _ in range(len(queued))])
-                if points or buffer.spec_dirty:
-                    buffer.spec_dirty = False
-                    out.append((buffer, points))
+                count = len(buffer.retry) + len(buffer.items)
+                if count or buffer.spec_dirty:
+                    out.append((buffer, count))
         return out
+
+    def take(self, buffer: TrackBuffer, limit: int) -> list[Any]:
+        """Take up to ``limit`` of the track's oldest points (failed ones first) for one write.
+
+        Points stay queued until taken, one write at a time, so ``drop_oldest`` can still drop them.
+        """
+        with self._lock:
+            buffer.spec_dirty = False
+            points, buffer.retry = buffer.retry[:limit], buffer.retry[limit:]
+            queued = buffer.items
+            more = min(limit - len(points), len(queued))
+            if more > 0:
+                popleft = queued.popleft
+                points.extend([popleft() for _ in range(more)])
+            return points
 
     def give_back(self, buffer: TrackBuffer, points: list[Any]) -> None:
         """Return points whose write failed; they are written first next time."""
