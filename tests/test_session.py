@@ -12,6 +12,7 @@ from dreamlake import (
     InvalidValueError,
     Session,
     SessionClosedError,
+    StorageError,
     dreamlake_session,
 )
 
@@ -223,3 +224,12 @@ def test_agent_stats_count_what_was_written(tmp_path: Path) -> None:
     assert stats["written"] == 1000
     assert stats["queued"] == 0
     assert stats["dropped"] == 0
+
+
+def test_unusable_storage_fails_open_with_a_typed_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    session = Session("r", "w", local_path=blocker)
+    with pytest.raises(StorageError, match="cannot open"):
+        session.open()
+    assert not session.is_open

@@ -10,8 +10,6 @@ warned about once and raised from the next ``flush()``/``close()``.
 from __future__ import annotations
 
 import logging
-import math
-import time
 import warnings
 from collections.abc import Collection
 from typing import Any
@@ -46,10 +44,15 @@ class Agent:
         """Wake the run loop; call on the agent's event loop."""
         self._wakeup.set()
 
-    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    async def open(self) -> None:
+        """Create or update the session's storage."""
+        try:
+            await self.sink.open()
+        except OSError as exc:
+            raise StorageError(f"cannot open the session's storage: {exc}") from exc
+
+    async def run(self) -> None:
         """Flush on every wake-up or interval until :meth:`stop`."""
-        await self.sink.open()
-        task_status.started()
         try:
             while not self._stopping:
                 with anyio.move_on_after(self._config.flush_interval):
@@ -140,7 +143,3 @@ class Agent:
             logger.error("%s", error, exc_info=exc)
         return error
 
-
-def remaining_seconds(deadline: float) -> float:
-    """Seconds left until the ``time.monotonic()`` deadline (``inf`` stays ``inf``)."""
-    return deadline - time.monotonic() if math.isfinite(deadline) else math.inf

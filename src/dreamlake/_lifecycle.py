@@ -19,8 +19,12 @@ import threading
 from types import FrameType
 from typing import Any, Protocol
 
+from ._config import AgentConfig
+
 
 class _Closable(Protocol):
+    config: AgentConfig
+
     def flush(self, timeout: float | None = None) -> None: ...
 
     def close(self, timeout: float | None = None) -> None: ...
@@ -95,7 +99,7 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
         return
     for session in _sessions():
         try:
-            session.flush()
+            session.flush(session.config.close_timeout)
         except Exception as exc:  # the signal must still reach the program
             print(f"dreamlake: flushing on signal {signum} failed: {exc}", file=sys.stderr)
     if callable(previous):

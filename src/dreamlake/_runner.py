@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
@@ -69,7 +70,8 @@ class AgentThread:
             ) from None
 
     def stop(self, timeout: float | None) -> None:
-        """Stop the agent (writing everything), then the loop and its thread."""
+        """Stop the agent (writing everything), then the loop and its thread, within ``timeout``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         try:
             self.call(self.agent.stop, timeout=timeout)
         finally:
@@ -79,7 +81,8 @@ class AgentThread:
                     portal.call(portal.stop)
                 except RuntimeError:
                     pass  # the loop is already gone
-            self._thread.join(timeout)
+            # After a timeout the daemon thread is abandoned, still holding the unwritten points.
+            self._thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def _main(self) -> None:
         try:
@@ -91,8 +94,9 @@ class AgentThread:
                 self._ready.set()
 
     async def _serve(self) -> None:
+        await self.agent.open()
         async with BlockingPortal() as portal, anyio.create_task_group() as tg:
-            await tg.start(self.agent.run)
+            tg.start_soon(self.agent.run)
             self._loop = asyncio.get_running_loop()
             self._portal = portal
             self._ready.set()
