@@ -44,3 +44,16 @@ class FailingSink(LocalSink):
 
 def install(monkeypatch: pytest.MonkeyPatch, sink: type[LocalSink]) -> None:
     monkeypatch.setattr(dreamlake._session, "LocalSink", sink)
+
+
+class SlowFirstWriteSink(LocalSink):
+    """The first non-empty write blocks until ``release`` is set (a disk that hiccups once)."""
+
+    release = threading.Event()
+    slowed = threading.Event()
+
+    def _write_track(self, spec: TrackSpec, points: Sequence[dict[str, Any]]) -> None:
+        if points and not SlowFirstWriteSink.slowed.is_set():
+            SlowFirstWriteSink.slowed.set()
+            SlowFirstWriteSink.release.wait(60)
+        super()._write_track(spec, points)

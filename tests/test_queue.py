@@ -10,7 +10,7 @@ import pytest
 
 from dreamlake import FlushTimeoutError, QueueFullError, Session
 
-from .sinks import GatedSink, install
+from .sinks import GatedSink, SlowFirstWriteSink, install
 
 MAX = 1000
 
@@ -128,3 +128,22 @@ def test_flush_timeout_reports_and_close_still_writes(tmp_path: Path, stalled: t
     stalled.gate.set()
     s.close()
     assert steps_on_disk(s) == list(range(10))
+
+
+@pytest.mark.timeout(60)
+def test_close_past_its_deadline_loses_no_taken_chunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    SlowFirstWriteSink.release.clear()
+    SlowFirstWriteSink.slowed.clear()
+    install(monkeypatch, SlowFirstWriteSink)
+    # Five chunks pending when close() gives up: the agent is cancelled between chunks.
+    s = Session("r", "w", local_path=tmp_path, batch_size=1000, max_queue=10_000, flush_interval=3600).open()
+    append_steps(s, range(5000))
+    assert SlowFirstWriteSink.slowed.wait(30)
+    with pytest.raises(FlushTimeoutError, match="5000 points"):
+        s.close(timeout=0.3)
+    SlowFirstWriteSink.release.set()  # the abandoned agent goes on writing what it holds
+    path = s.path / "tracks" / "t" / "data.jsonl"
+    wait_until(lambda: path.exists() and path.read_bytes().count(b"\n") >= 5000)
+    assert steps_on_disk(s) == list(range(5000))

@@ -113,12 +113,16 @@ class Agent:
                     chunk = self.queue.take(buffer, min(remaining, self._config.batch_size))
                     try:
                         await self.sink.write_track(buffer.spec, chunk)
-                    except Exception as exc:
-                        error = self._failed(exc, buffer.spec.name)
+                    except BaseException as exc:
+                        # A sink stores all of a chunk or none of it, so the chunk goes back either
+                        # way; cancellation (a close() past its deadline) is re-raised after that.
                         self.queue.give_back(buffer, chunk)
+                        if not isinstance(exc, Exception):
+                            raise
+                        error = self._failed(exc, buffer.spec.name)
                         break
                     self.written += len(chunk)
-                    self.queue.release(len(chunk))
+                    self.queue.written(len(chunk))
                     remaining -= len(chunk)
                     if remaining <= 0 or not chunk:
                         break
