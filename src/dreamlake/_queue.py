@@ -1,12 +1,12 @@
 """The bounded in-process queue between ``append()`` and the agent.
 
-Each track has its own deque (no re-grouping later); one ticket counter bounds them all. A point's
-ticket is the number of points admitted before it; ``taken`` counts the points that have left
+Each track has its own deque (no re-grouping later); one :class:`Gate` bounds them all. A point's
+ticket is the number of points admitted before it; ``gate.taken`` counts the points that have left
 (written, dropped or refused). ``ticket - taken`` is therefore what is held in memory, queued or
-in flight, and the hot path compares it with ``threshold`` without taking a lock::
+in flight, and the hot path (``_hotpath.py``) compares it with ``gate.threshold`` without a lock::
 
-    ticket = next(queue.seq)
-    if ticket - queue.taken < queue.threshold:   # the common case: no lock, no wake-up
+    ticket = gate.next_ticket()
+    if ticket - gate.taken < gate.threshold:     # the common case: no lock, no wake-up
         buffer.items.append(fields)
     else:
         queue.admit(buffer, fields, ticket)      # wake the agent, apply on_full, or refuse
@@ -28,6 +28,7 @@ from typing import Any
 
 from ._config import AgentConfig
 from ._exceptions import DreamlakeError, QueueFullError, StorageError
+from ._hotpath import Gate
 from ._sink import TrackSpec
 
 
@@ -49,7 +50,7 @@ class PointQueue:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self.buffers: dict[str, TrackBuffer] = {}
-        self.threshold = -1
+        self.gate = Gate()
         self.dropped = 0
         # Set by the owner: wake the agent (from any thread), and why appends are refused.
         self.waker: Callable[[], None] = lambda: None
@@ -58,8 +59,8 @@ class PointQueue:
         self._reset()
 
     def _reset(self) -> None:
-        self.seq = itertools.count()
-        self.taken = 0
+        self.gate.reset()
+        self.gate.threshold = -1
         self.in_flight = 0  # taken for a write that has not finished
         self._open = False
         self._lock = threading.Lock()
@@ -70,13 +71,13 @@ class PointQueue:
         """Let the hot path admit points."""
         with self._lock:
             self._open = True
-            self.threshold = self.config.batch_size
+            self.gate.threshold = self.config.batch_size
 
     def shut(self) -> None:
         """Send every later ``append`` to :meth:`admit`, which asks ``refusal`` why."""
         with self._room:
             self._open = False
-            self.threshold = -1
+            self.gate.threshold = -1
             self._room.notify_all()
 
     def after_fork(self) -> None:
@@ -85,7 +86,6 @@ class PointQueue:
             buffer.items.clear()
             buffer.retry = []
             buffer.spec_dirty = True
-        self.threshold = -1
         self._reset()
 
     def buffer(self, spec: TrackSpec) -> TrackBuffer:
@@ -107,7 +107,7 @@ class PointQueue:
         if refusal is not None:
             self.release(1)
             raise refusal
-        if ticket - self.taken < self.config.max_queue:
+        if ticket - self.gate.taken < self.config.max_queue:
             buffer.items.append(fields)
             self.wake()
             return
@@ -126,7 +126,7 @@ class PointQueue:
             if policy == "drop_oldest" and self._drop_oldest(buffer):
                 buffer.items.append(fields)
             self.dropped += 1
-            self.taken += 1
+            self.gate.taken += 1
         self._warn_drop()
 
     def _drop_oldest(self, preferred: TrackBuffer) -> bool:
@@ -141,10 +141,10 @@ class PointQueue:
 
     def _wait_for_room(self, ticket: int) -> None:
         with self._room:
-            while ticket - self.taken >= self.config.max_queue:
+            while ticket - self.gate.taken >= self.config.max_queue:
                 refusal = self.refusal() or self.failure
                 if refusal is not None:
-                    self.taken += 1
+                    self.gate.taken += 1
                     raise refusal
                 if self._mark_woken():
                     self.waker()  # non-blocking: it only schedules a callback on the agent's loop
@@ -170,9 +170,9 @@ class PointQueue:
 
     def _mark_woken(self) -> bool:
         """Whether the caller should wake the agent (it is not already woken). Call with the lock."""
-        if not self._open or self.threshold == self.config.max_queue:
+        if not self._open or self.gate.threshold == self.config.max_queue:
             return False
-        self.threshold = self.config.max_queue
+        self.gate.threshold = self.config.max_queue
         return True
 
     def pending(self, names: Collection[str] | None = None) -> list[tuple[TrackBuffer, int]]:
@@ -180,7 +180,7 @@ class PointQueue:
         out: list[tuple[TrackBuffer, int]] = []
         with self._lock:
             if self._open:
-                self.threshold = self.config.batch_size  # the next batch wakes the agent again
+                self.gate.threshold = self.config.batch_size  # the next batch wakes the agent again
             for name, buffer in self.buffers.items():
                 if names is not None and name not in names:
                     continue
@@ -221,5 +221,5 @@ class PointQueue:
     def release(self, count: int) -> None:
         """Mark ``count`` points as gone from memory and wake callers waiting for room."""
         with self._lock:
-            self.taken += count
+            self.gate.taken += count
             self._room.notify_all()

@@ -2,51 +2,38 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from ._agent import Agent
 from ._exceptions import InvalidArgumentError, InvalidValueError
+from ._hotpath import TrackCore
 from ._queue import PointQueue, TrackBuffer
-from ._values import SCALAR_TYPES, normalize
+from ._values import normalize
 
 if TYPE_CHECKING:
     from ._session import Session
 
 
-class Track:
-    """A named time series of points. Get one with ``session.track(name)``; it is cheap to keep."""
+class Track(TrackCore):
+    """A named time series of points. Get one with ``session.track(name)``; it is cheap to keep.
 
-    __slots__ = ("_buffer", "_items", "_queue", "_session", "name")
+    ``append(**fields)`` queues one point (fire-and-forget, about a microsecond). Values may be int,
+    float (NaN and ±Infinity included), bool, str, None, datetimes, numpy/torch/jax scalars, and lists
+    or dicts of those; anything else raises :class:`InvalidValueError` (a ``TypeError``) naming the
+    field, and nothing is queued. It raises :class:`SessionClosedError` on a closed session and
+    :class:`QueueFullError` when the queue is full under ``on_full="raise"``.
+    """
+
+    __slots__ = ("_buffer", "_queue", "_session", "name")
 
     def __init__(self, session: Session, queue: PointQueue, buffer: TrackBuffer) -> None:
+        super().__init__(queue.gate, buffer.items.append, functools.partial(queue.admit, buffer), normalize)
         self._session = session
         self._queue = queue
         self._buffer = buffer
-        self._items = buffer.items
         self.name = buffer.spec.name
-
-    def append(self, **fields: Any) -> None:
-        """Queue one point (fire-and-forget).
-
-        Values may be int, float (NaN and ±Infinity included), bool, str, None, datetimes, numpy/torch/jax
-        scalars, and lists or dicts of those.
-
-        Raises:
-            InvalidValueError: A value cannot be stored (a ``TypeError``); nothing is queued.
-            SessionClosedError: The session is not open.
-            QueueFullError: The queue is full and ``on_full="raise"``.
-        """
-        for value in fields.values():
-            if type(value) not in SCALAR_TYPES:
-                fields = normalize(fields)
-                break
-        queue = self._queue
-        ticket = next(queue.seq)
-        if ticket - queue.taken < queue.threshold:
-            self._items.append(fields)
-        else:
-            queue.admit(self._buffer, fields, ticket)
 
     def append_batch(self, points: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """Queue several points in order; all are checked before any is queued.

@@ -1,0 +1,79 @@
+"""The hot path of ``Track.append``: compiled from ``_speedups.c`` when the install could build it,
+else this module's Python twin with the same behaviour (about 2x slower per call).
+
+``Gate`` holds one session's queue counters: tickets handed out, points ``taken`` out of memory, and
+the ``threshold`` below which ``ticket - taken`` sends a point straight to its track's deque (see
+``_queue.py``). ``TrackCore.append`` checks each field against the JSON scalar types (anything else
+goes through ``normalize``, which copies or raises), takes a ticket, and either appends to the deque
+or calls the queue's slow path ``admit(fields, ticket)``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+from ._values import SCALAR_TYPES
+
+
+class PyGate:
+    """Python twin of ``_speedups.Gate``."""
+
+    __slots__ = ("_seq", "taken", "threshold")
+
+    def __init__(self) -> None:
+        self._seq = itertools.count()  # next() on it is atomic under the GIL
+        self.taken = 0
+        self.threshold = -1
+
+    def reset(self) -> None:
+        """Start counting from zero (a forked child)."""
+        self._seq = itertools.count()
+        self.taken = 0
+
+    def next_ticket(self) -> int:
+        """Hand out one ticket."""
+        return next(self._seq)
+
+
+class PyTrackCore:
+    """Python twin of ``_speedups.TrackCore``."""
+
+    __slots__ = ("_admit", "_gate", "_items_append", "_normalize")
+
+    def __init__(
+        self,
+        gate: PyGate,
+        items_append: Callable[[dict[str, Any]], None],
+        admit: Callable[[dict[str, Any], int], None],
+        normalize: Callable[[Any], dict[str, Any]],
+    ) -> None:
+        self._gate = gate
+        self._items_append = items_append
+        self._admit = admit
+        self._normalize = normalize
+
+    def append(self, **fields: Any) -> None:
+        """Queue one point (fire-and-forget)."""
+        for value in fields.values():
+            if type(value) not in SCALAR_TYPES:
+                fields = self._normalize(fields)
+                break
+        gate = self._gate
+        ticket = next(gate._seq)
+        if ticket - gate.taken < gate.threshold:
+            self._items_append(fields)
+        else:
+            self._admit(fields, ticket)
+
+
+try:
+    from ._speedups import Gate as Gate
+    from ._speedups import TrackCore as TrackCore
+
+    COMPILED = True
+except ImportError:  # built without a C compiler: same behaviour, slower
+    Gate = PyGate  # type: ignore[assignment,misc]
+    TrackCore = PyTrackCore  # type: ignore[assignment,misc]
+    COMPILED = False

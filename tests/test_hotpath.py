@@ -1,0 +1,74 @@
+"""The compiled hot path and its Python twin behave the same."""
+
+import datetime
+import gc
+from collections import deque
+from typing import Any
+
+import pytest
+
+from dreamlake import InvalidValueError, _hotpath
+from dreamlake._values import normalize
+
+IMPLEMENTATIONS = [(_hotpath.PyGate, _hotpath.PyTrackCore)]
+if _hotpath.COMPILED:
+    from dreamlake import _speedups
+
+    IMPLEMENTATIONS.append((_speedups.Gate, _speedups.TrackCore))
+
+
+def test_the_c_hot_path_is_built() -> None:
+    # The install (pip install -e .) compiles it wherever a C compiler exists, as on CI.
+    assert _hotpath.COMPILED
+
+
+@pytest.fixture(params=IMPLEMENTATIONS, ids=lambda impl: impl[0].__module__)
+def core(request: pytest.FixtureRequest) -> Any:
+    gate_type, core_type = request.param
+    gate = gate_type()
+    items: deque[dict[str, Any]] = deque()
+    admitted: list[tuple[dict[str, Any], int]] = []
+
+    class Handle(core_type):  # type: ignore[misc, valid-type]
+        __slots__ = ("name",)
+
+    handle = Handle(gate, items.append, lambda fields, ticket: admitted.append((fields, ticket)), normalize)
+    handle.name = "t"
+    return gate, handle, items, admitted
+
+
+def test_fast_path_appends_scalars_below_the_threshold(core: Any) -> None:
+    gate, handle, items, admitted = core
+    gate.threshold = 2
+    handle.append(value=0.5, step=1, ok=True, note="x", none=None)
+    handle.append()
+    assert list(items) == [{"value": 0.5, "step": 1, "ok": True, "note": "x", "none": None}, {}]
+    handle.append(step=3)  # ticket 2 - taken 0 is not below 2: the slow path gets it
+    assert admitted == [({"step": 3}, 2)]
+    gate.taken = 3
+    handle.append(step=4)
+    assert items[-1] == {"step": 4}
+
+
+def test_other_values_are_normalized_or_refused_without_a_ticket(core: Any) -> None:
+    gate, handle, items, _ = core
+    gate.threshold = 100
+    handle.append(when=datetime.date(2024, 1, 2), nested={"a": [1]})
+    assert items[-1] == {"when": "2024-01-02", "nested": {"a": [1]}}
+    with pytest.raises(InvalidValueError, match="'bad'"):
+        handle.append(ok=1, bad=object())
+    assert gate.next_ticket() == 1  # the refused call took none
+    with pytest.raises(TypeError, match="positional|keyword"):
+        handle.append(1)
+
+
+def test_reset_and_lifetime(core: Any) -> None:
+    gate, handle, items, _ = core
+    gate.threshold = 10**6
+    for step in range(1000):
+        handle.append(step=step)
+    gate.reset()
+    assert (gate.next_ticket(), gate.taken) == (0, 0)
+    del handle
+    gc.collect()
+    assert len(items) == 1000
