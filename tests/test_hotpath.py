@@ -58,7 +58,7 @@ def test_other_values_are_normalized_or_refused_without_a_ticket(core: Any) -> N
     with pytest.raises(InvalidValueError, match="'bad'"):
         handle.append(ok=1, bad=object())
     assert gate.next_ticket() == 1  # the refused call took none
-    with pytest.raises(TypeError, match="positional|keyword"):
+    with pytest.raises(TypeError, match=r"positional|keyword"):
         handle.append(1)
 
 
@@ -72,3 +72,18 @@ def test_reset_and_lifetime(core: Any) -> None:
     del handle
     gc.collect()
     assert len(items) == 1000
+
+
+FRAMERS = [_hotpath.py_frame_lines] + ([_speedups.frame_lines] if _hotpath.COMPILED else [])
+
+
+@pytest.mark.parametrize("frame", FRAMERS)
+def test_frame_lines_numbers_each_encoded_line(frame: Any) -> None:
+    blob = b'{"a":1}\n{"s":"x\\ny"}\n{}\n'
+    assert frame(41, blob) == (
+        b'{"index":41,"data":{"a":1}}\n{"index":42,"data":{"s":"x\\ny"}}\n{"index":43,"data":{}}\n'
+    )
+    assert frame(0, b"") == b""
+    many = b'{"v":1}\n' * 5000
+    assert frame(10**12, many).count(b"\n") == 5000
+    assert frame(10**12, many).endswith(b'{"index":1000000004999,"data":{"v":1}}\n')

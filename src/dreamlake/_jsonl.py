@@ -8,7 +8,6 @@ line (never from a cached counter another process may have outrun).
 
 from __future__ import annotations
 
-import itertools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,15 +16,11 @@ from typing import Any
 import msgspec
 
 from ._filelock import FileLock
+from ._hotpath import frame_lines
 from ._values import tag_nonfinite, untag_nonfinite
 
 _PROBE = 4096  # bytes read per probe while seeking; most lines are far shorter
 _SCAN_BELOW = 16 * 1024  # below this span, stop bisecting and count newlines
-
-
-class _Line(msgspec.Struct, gc=False):
-    index: int
-    data: dict[str, Any]
 
 
 class _IndexOnly(msgspec.Struct):
@@ -39,12 +34,11 @@ _LINES_DECODER = msgspec.json.Decoder(list[dict[str, Any]])
 
 def encode_lines(first_index: int, points: Sequence[dict[str, Any]]) -> bytes:
     """Encode ``points`` as JSONL lines numbered from ``first_index``."""
-    blob = _ENCODER.encode_lines(list(map(_Line, itertools.count(first_index), points)))
+    blob = _ENCODER.encode_lines(points)
     # msgspec writes NaN/Infinity as null; a batch without any null cannot hold one.
     if b"null" in blob:
-        tagged = [tag_nonfinite(p) for p in points]
-        blob = _ENCODER.encode_lines(list(map(_Line, itertools.count(first_index), tagged)))
-    return blob
+        blob = _ENCODER.encode_lines([tag_nonfinite(p) for p in points])
+    return frame_lines(first_index, blob)
 
 
 class TrackLog:
