@@ -34,7 +34,7 @@ class AgentConfig:
 
     max_queue: int = 500_000
     on_full: OnFull = "block"
-    batch_size: int = 20_000
+    batch_size: int = 50_000
     flush_interval: float = 1.0
     close_timeout: float = 60.0
 
