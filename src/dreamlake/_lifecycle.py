@@ -25,6 +25,9 @@ from ._config import AgentConfig
 class _Closable(Protocol):
     config: AgentConfig
 
+    @property
+    def is_open(self) -> bool: ...
+
     def flush(self, timeout: float | None = None) -> None: ...
 
     def close(self, timeout: float | None = None) -> None: ...
@@ -98,6 +101,8 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
         os.kill(os.getpid(), signum)
         return
     for session in _sessions():
+        if not session.is_open:
+            continue  # interrupted in close(): the exit hook finishes that close
         try:
             session.flush(session.config.close_timeout)
         except Exception as exc:  # the signal must still reach the program

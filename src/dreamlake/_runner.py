@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
@@ -32,6 +32,7 @@ class AgentThread:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
+        self._stop_future: Future[None] | None = None
         self._thread = threading.Thread(target=self._main, name="dreamlake-agent", daemon=True)
 
     def start(self) -> None:
@@ -60,29 +61,41 @@ class AgentThread:
     ) -> T:
         """Run ``func(*args)`` on the agent's loop and wait for its result."""
         assert self._portal is not None
-        future = self._portal.start_task_soon(func, *args)
+        return self._result(self._portal.start_task_soon(func, *args), timeout)
+
+    @property
+    def stopped(self) -> bool:
+        """Whether :meth:`stop` has finished (written everything, or failed for good)."""
+        return self._stop_future is not None and self._stop_future.done()
+
+    def stop(self, timeout: float | None) -> None:
+        """Stop the agent (writing everything), then the loop and its thread.
+
+        If the wait is cut short (``timeout``, ``KeyboardInterrupt``), the agent goes on writing and
+        a later call waits for the same stop again: the exit hooks rely on that.
+        """
+        assert self._portal is not None
+        if self._stop_future is None:
+            self._stop_future = self._portal.start_task_soon(self.agent.stop)
+        try:
+            self._result(self._stop_future, timeout)
+        finally:
+            if self._stop_future.done() and self._thread.is_alive():
+                try:
+                    self._portal.call(self._portal.stop)
+                except RuntimeError:
+                    pass  # the loop is already gone
+                self._thread.join()
+
+    def _result(self, future: Future[T], timeout: float | None) -> T:
         try:
             return future.result(timeout)
         except FutureTimeout:
             raise FlushTimeoutError(
                 f"dreamlake did not finish within {timeout} s; "
-                f"{self.agent.queue.held} points are still in memory"
+                f"{self.agent.queue.held} points are still in memory (the agent keeps writing them "
+                "while the process lives)"
             ) from None
-
-    def stop(self, timeout: float | None) -> None:
-        """Stop the agent (writing everything), then the loop and its thread, within ``timeout``."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        try:
-            self.call(self.agent.stop, timeout=timeout)
-        finally:
-            portal = self._portal
-            if portal is not None and self._thread.is_alive():
-                try:
-                    portal.call(portal.stop)
-                except RuntimeError:
-                    pass  # the loop is already gone
-            # After a timeout the daemon thread is abandoned, still holding the unwritten points.
-            self._thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def _main(self) -> None:
         try:

@@ -156,15 +156,20 @@ class Session:
             StorageError: The sink failed; the error says why.
         """
         with self._state_lock:
-            if self._state is not _State.OPEN:
+            if self._state is _State.OPEN:
                 self._state = _State.CLOSED
-                return
+                self._queue.shut()
             self._state = _State.CLOSED
-            self._queue.shut()
-            runner, self._runner = self._runner, None
-        _lifecycle.unregister(self)
-        if runner is not None:
+            runner = self._runner
+            if runner is None or runner.stopped:
+                return
+        # An interrupted wait (timeout, Ctrl-C) leaves the session registered, so the exit hook
+        # waits for the same stop again instead of letting the process end with points unwritten.
+        try:
             runner.stop(self.config.close_timeout if timeout is None else timeout)
+        finally:
+            if runner.stopped:
+                _lifecycle.unregister(self)
 
     def flush(self, timeout: float | None = None) -> None:
         """Block until every point appended before this call is written.
@@ -217,7 +222,7 @@ class Session:
 
     def agent_stats(self) -> dict[str, Any]:
         """Counters of the background agent: written, queued, dropped, writeErrors, flushes, lastError."""
-        runner = self._runner
+        runner = self._runner  # kept after close(), so the final counters stay readable
         if runner is None:
             return {"written": 0, "queued": 0, "dropped": self._queue.dropped, "writeErrors": 0,
                     "flushes": 0, "lastError": None}
