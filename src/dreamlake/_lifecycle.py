@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
 import sys
@@ -20,10 +21,12 @@ from types import FrameType
 from typing import Any, Protocol
 
 from ._config import AgentConfig
+from ._queue import PointQueue
 
 
 class _Closable(Protocol):
     config: AgentConfig
+    _queue: PointQueue
 
     @property
     def is_open(self) -> bool: ...
@@ -62,20 +65,21 @@ def _sessions() -> list[_Closable]:
 
 def _install() -> None:
     global _installed_pid
-    if _installed_pid == os.getpid():
-        return
-    first = _installed_pid is None
-    _installed_pid = os.getpid()
-    if first:
-        atexit.register(close_all)
-        os.register_at_fork(after_in_child=_after_fork_in_child)
-    else:
-        # A forked child using a session: multiprocessing children end with os._exit(), which
-        # skips atexit but runs multiprocessing's finalizers. (Registered now, not at fork time,
-        # because a multiprocessing child clears its finalizers after the fork hooks ran.)
-        mp_util = sys.modules.get("multiprocessing.util")
-        if mp_util is not None:
-            mp_util.Finalize(None, close_all, exitpriority=100)
+    if _installed_pid != os.getpid():
+        first = _installed_pid is None
+        _installed_pid = os.getpid()
+        if first:
+            atexit.register(close_all)
+            os.register_at_fork(after_in_child=_after_fork_in_child)
+        else:
+            # A forked child using a session: multiprocessing children end with os._exit(), which
+            # skips atexit but runs multiprocessing's finalizers. (Registered now, not at fork time,
+            # because a multiprocessing child clears its finalizers after the fork hooks ran.)
+            mp_util = sys.modules.get("multiprocessing.util")
+            if mp_util is not None:
+                mp_util.Finalize(None, close_all, exitpriority=100)
+    # Only the main thread may set handlers: sessions opened in other threads are covered by the
+    # first one opened in the main thread (and by atexit until then).
     if threading.current_thread() is threading.main_thread():
         for signum in _SIGNALS:
             current = signal.getsignal(signum)
@@ -94,6 +98,14 @@ def close_all() -> None:
 
 
 def _on_signal(signum: int, frame: FrameType | None) -> None:
+    with contextlib.ExitStack() as stack:
+        # This thread may have been interrupted while holding a queue's lock the agent needs.
+        for session in _sessions():
+            stack.enter_context(session._queue.released_for_signal_handler())
+        _flush_then_chain(signum, frame)
+
+
+def _flush_then_chain(signum: int, frame: FrameType | None) -> None:
     previous = _previous.get(signum, signal.SIG_DFL)
     if previous in (signal.SIG_DFL, None):
         close_all()

@@ -19,11 +19,12 @@ which refuses it or restarts the agent).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 import warnings
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 from ._config import AgentConfig
@@ -63,7 +64,8 @@ class PointQueue:
         self.gate.threshold = -1
         self.in_flight = 0  # taken for a write that has not finished
         self._open = False
-        self._lock = threading.Lock()
+        # Reentrant so that a signal handler running on a thread that holds it can step out of it.
+        self._lock = threading.RLock()
         self._room = threading.Condition(self._lock)
         self._warned_drop = False
 
@@ -87,6 +89,25 @@ class PointQueue:
             buffer.retry = []
             buffer.spec_dirty = True
         self._reset()
+
+    @contextlib.contextmanager
+    def released_for_signal_handler(self) -> Iterator[None]:
+        """Let the agent take the lock while a signal handler on this thread flushes.
+
+        The handler may interrupt this thread inside one of the sections below; the agent would then
+        wait for the lock while the handler waits for the agent. Stepping out is safe because every
+        section here only moves points between atomic containers and adds to counters, whose order
+        does not matter (the Condition steps out the same way while it waits).
+        """
+        lock: Any = self._lock
+        if not lock._is_owned():
+            yield
+            return
+        state = lock._release_save()
+        try:
+            yield
+        finally:
+            lock._acquire_restore(state)
 
     def buffer(self, spec: TrackSpec) -> TrackBuffer:
         """Return the buffer of ``spec.name``, creating it on first use."""
