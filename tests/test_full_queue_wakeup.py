@@ -1,0 +1,41 @@
+"""An append that finds the queue full wakes the agent, whatever the batch_size (<= max_queue).
+
+``batch_size`` is "queued points that wake the agent early"; a caller blocked on a full queue must not
+wait for ``flush_interval`` to pass. With ``batch_size == max_queue`` (a valid configuration) the queue
+opens with its wake-up threshold already at ``max_queue``, which ``_mark_woken`` reads as "the agent
+was already woken": nobody wakes it, and every time the queue fills, ``append`` blocks until the
+interval timer fires.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from dreamlake import Session
+
+from ._subproc import check_steps, read_points
+
+FLUSH_INTERVAL = 3.0
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(("batch_size", "max_queue"), [(99, 100), (100, 100), (1, 1)])
+def test_appends_to_a_full_queue_do_not_wait_for_the_flush_interval(
+    tmp_path: Path, batch_size: int, max_queue: int
+) -> None:
+    with Session(
+        "run", "ws", local_path=tmp_path, batch_size=batch_size, max_queue=max_queue,
+        flush_interval=FLUSH_INTERVAL,
+    ) as s:
+        t = s.track("loss")
+        started = time.monotonic()
+        for i in range(3 * max_queue):  # fills the queue (at least) twice over
+            t.append(step=i)
+        elapsed = time.monotonic() - started
+    assert elapsed < FLUSH_INTERVAL / 2, f"appends blocked for {elapsed:.2f} s"
+    points = read_points(tmp_path, "loss", session="run", workspace="ws")
+    assert len(points) == 3 * max_queue
+    check_steps(points)
