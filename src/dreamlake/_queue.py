@@ -63,6 +63,7 @@ class PointQueue:
         self.gate.reset()
         self.gate.threshold = -1
         self.in_flight = 0  # taken for a write that has not finished
+        self._woken = False  # the agent has been woken and has not started its flush yet
         self._open = False
         # Reentrant so that a signal handler running on a thread that holds it can step out of it.
         self._lock = threading.RLock()
@@ -191,8 +192,9 @@ class PointQueue:
 
     def _mark_woken(self) -> bool:
         """Whether the caller should wake the agent (it is not already woken). Call with the lock."""
-        if not self._open or self.gate.threshold == self.config.max_queue:
+        if not self._open or self._woken:
             return False
+        self._woken = True
         self.gate.threshold = self.config.max_queue
         return True
 
@@ -200,6 +202,7 @@ class PointQueue:
         """Snapshot the tracks (of ``names``, or all) with points or fields to write, and how many."""
         out: list[tuple[TrackBuffer, int]] = []
         with self._lock:
+            self._woken = False
             if self._open:
                 self.gate.threshold = self.config.batch_size  # the next batch wakes the agent again
             for name, buffer in self.buffers.items():
