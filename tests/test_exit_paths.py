@@ -30,7 +30,7 @@ from ._subproc import (
 pytestmark = pytest.mark.timeout(120)
 
 # Nothing is written before the exit path under test: no batch wakes the agent, no interval passes.
-LAZY = {"batch_size": 1_000_000, "max_queue": 1_000_000, "flush_interval": 3600.0}
+LAZY = {"batch_size": 1_000_000, "max_queue": 2_000_000, "flush_interval": 3600.0}
 
 
 def params(root: Path, **extra: object) -> dict[str, object]:
@@ -380,7 +380,8 @@ def test_signal_during_close_still_writes_everything(tmp_path: Path, signum: int
         block("""
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        s = Session(NAME, WS, local_path=ROOT, batch_size=1000, max_queue=100_000, flush_interval=3600.0)
+        # batch_size N: nothing is written (and no marker appears) before close() begins.
+        s = Session(NAME, WS, local_path=ROOT, batch_size=N, flush_interval=3600.0)
         s.open()
         t = s.track("loss")
         for i in range(N):
