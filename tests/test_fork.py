@@ -27,7 +27,7 @@ from ._subproc import (
 
 pytestmark = pytest.mark.timeout(120)
 
-LAZY = {"batch_size": 1_000_000, "max_queue": 1_000_000, "flush_interval": 3600.0}
+LAZY = {"batch_size": 1_000_000, "max_queue": 2_000_000, "flush_interval": 3600.0}
 
 
 def params(root: Path, **extra: object) -> dict[str, object]:
@@ -166,7 +166,7 @@ else:
     print("results", sum(r for _, r in results), flush=True)
     pool.close()
     deadline = time.monotonic() + 30
-    while not all(os.path.exists(os.path.join(ROOT, f"writing-{pid}")) for pid, _ in results):
+    while not all(os.path.exists(os.path.join(ROOT, f"writing-{pid}")) for pid in {p for p, _ in results}):
         assert time.monotonic() < deadline, "the pool workers did not start writing"
         time.sleep(0.005)
     pool.terminate()  # SIGTERM to the workers, mid-write
@@ -180,9 +180,9 @@ print("parent closed", flush=True)
 
 @pytest.mark.parametrize("mode", ["process", "pool", "pool_terminated"])
 def test_multiprocessing_fork_children_are_flushed_when_they_end(tmp_path: Path, mode: str) -> None:
-    """Known bug for ``pool_terminated``: SIGTERM during a close() in progress ends the worker before
-    its drain is done (same cause as test_exit_paths::test_sigterm_during_close_still_writes_everything).
-    Without the slow disk this happens at random in about half of ``with Pool(...)`` exits.
+    """``pool_terminated``: the SIGTERM lands while a worker's finalizer is in close(); the handler must
+    wait for that drain (see test_exit_paths::test_signal_during_close_still_writes_everything). An
+    earlier version lost the workers' points there, at random in ``with Pool(...)`` exits.
     """
     p, c = 1000, 2000
     script = make_script(block(MP_SCRIPT), **params(tmp_path, P=p, C=c, MODE=mode))

@@ -1,10 +1,10 @@
 """An append that finds the queue full wakes the agent, whatever the batch_size (<= max_queue).
 
 ``batch_size`` is "queued points that wake the agent early"; a caller blocked on a full queue must not
-wait for ``flush_interval`` to pass. With ``batch_size == max_queue`` (a valid configuration) the queue
-opens with its wake-up threshold already at ``max_queue``, which ``_mark_woken`` reads as "the agent
-was already woken": nobody wakes it, and every time the queue fills, ``append`` blocks until the
-interval timer fires.
+wait for ``flush_interval`` to pass. ``batch_size == max_queue`` is a valid configuration, and the one
+that broke: an earlier version took "wake-up threshold == max_queue" to mean "the agent was already
+woken", and the queue opens with its threshold at ``batch_size``, so nobody ever woke the agent and
+every time the queue filled, ``append`` blocked until the interval timer fired.
 """
 
 from __future__ import annotations

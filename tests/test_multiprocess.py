@@ -6,6 +6,7 @@ so the file must hold every point once, with indices 0..n-1, and each writer's p
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -29,14 +30,19 @@ print("done", flush=True)
 
 
 def test_processes_appending_to_one_track(tmp_path: Path) -> None:
-    children = []
-    try:
-        for writer in range(WRITERS):
-            script = make_script(
-                block(WRITER_SCRIPT),
-                ROOT=str(tmp_path), NAME=SESSION, WS=WORKSPACE, POINTS=POINTS, WRITER=writer,
+    with contextlib.ExitStack() as stack:
+        children = [
+            stack.enter_context(
+                Child(
+                    make_script(
+                        block(WRITER_SCRIPT),
+                        ROOT=str(tmp_path), NAME=SESSION, WS=WORKSPACE, POINTS=POINTS, WRITER=writer,
+                    ),
+                    stdin=True,
+                )
             )
-            children.append(Child(script, stdin=True))
+            for writer in range(WRITERS)
+        ]
         for child in children:
             child.expect("ready", timeout=60)
         for child in children:
@@ -45,9 +51,6 @@ def test_processes_appending_to_one_track(tmp_path: Path) -> None:
             assert child.wait(60) == 0, child.stderr
             no_errors(child.stderr)
             assert child.lines[-1] == "done"
-    finally:
-        for child in children:
-            child.__exit__(None, None, None)
 
     points = read_points(tmp_path, "shared")  # every line parses; indices 0..n-1 in file order
     assert len(points) == WRITERS * POINTS
