@@ -9,7 +9,6 @@ every time the queue filled, ``append`` blocked until the interval timer fired.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,8 @@ from dreamlake import Session
 
 from ._subproc import check_steps, read_points
 
-FLUSH_INTERVAL = 3.0
+# So long that an append waiting for the interval timer can only end by the test's own timeout.
+FLUSH_INTERVAL = 3600.0
 
 
 @pytest.mark.timeout(60)
@@ -31,11 +31,8 @@ def test_appends_to_a_full_queue_do_not_wait_for_the_flush_interval(
         flush_interval=FLUSH_INTERVAL,
     ) as s:
         t = s.track("loss")
-        started = time.monotonic()
         for i in range(3 * max_queue):  # fills the queue (at least) twice over
             t.append(step=i)
-        elapsed = time.monotonic() - started
-    assert elapsed < FLUSH_INTERVAL / 2, f"appends blocked for {elapsed:.2f} s"
     points = read_points(tmp_path, "loss", session="run", workspace="ws")
     assert len(points) == 3 * max_queue
     check_steps(points)
