@@ -157,7 +157,6 @@ class Session:
         """
         with self._state_lock:
             if self._state is _State.OPEN:
-                self._state = _State.CLOSED
                 self._queue.shut()
             self._state = _State.CLOSED
             runner = self._runner
@@ -267,10 +266,9 @@ class Session:
         self, func: Callable[..., Awaitable[T]], *args: Any, timeout: float | None = None
     ) -> T:
         """Run an agent coroutine ``func(agent, *args)`` on the agent's loop and wait for it."""
-        self._check_open()
+        self._check_open()  # open, with an agent (restarted if this is a forked child)
         runner = self._runner
-        if runner is None:
-            raise SessionClosedError(f"session {self.name!r} is closed")
+        assert runner is not None
         return runner.call(func, runner.agent, *args, timeout=timeout)
 
     def _after_fork_in_child(self) -> None:

@@ -26,12 +26,11 @@ class Track(TrackCore):
     :class:`QueueFullError` when the queue is full under ``on_full="raise"``.
     """
 
-    __slots__ = ("_buffer", "_queue", "_session", "name")
+    __slots__ = ("_buffer", "_session", "name")
 
     def __init__(self, session: Session, queue: PointQueue, buffer: TrackBuffer) -> None:
         super().__init__(queue.gate, buffer.items.append, functools.partial(queue.admit, buffer), normalize)
         self._session = session
-        self._queue = queue
         self._buffer = buffer
         self.name = buffer.spec.name
 
