@@ -5,17 +5,25 @@ def test_all_is_pinned() -> None:
     assert sorted(dreamlake.__all__) == sorted(
         [
             "AgentConfig",
+            "ChecksumError",
             "ConfigError",
             "DreamlakeError",
+            "FileHandle",
+            "FileMissingError",
             "FlushTimeoutError",
             "InvalidArgumentError",
             "InvalidNameError",
             "InvalidValueError",
+            "LogBuilder",
+            "LoggingHandler",
+            "ParameterConflictError",
+            "Parameters",
             "QueueFullError",
             "Session",
             "SessionClosedError",
             "StorageError",
             "Track",
+            "WriteProtectedError",
             "__version__",
             "dreamlake_session",
         ]
@@ -34,6 +42,10 @@ def test_every_error_derives_from_root_and_a_builtin() -> None:
         dreamlake.QueueFullError: RuntimeError,
         dreamlake.FlushTimeoutError: TimeoutError,
         dreamlake.StorageError: OSError,
+        dreamlake.ParameterConflictError: ValueError,
+        dreamlake.ChecksumError: ValueError,
+        dreamlake.FileMissingError: FileNotFoundError,
+        dreamlake.WriteProtectedError: RuntimeError,
     }
     for error, builtin in pairs.items():
         assert issubclass(error, dreamlake.DreamlakeError)

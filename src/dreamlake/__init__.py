@@ -6,20 +6,30 @@
         loss = session.track("loss")
         for step in range(1000):
             loss.append(value=1.0 / (step + 1), step=step)
+        session.parameters().set(model={"lr": 0.001})
+        session.log("done", level="info")
+        session.file("model.pt", prefix="/models").save()
 """
 
 from ._config import AgentConfig
 from ._exceptions import (
+    ChecksumError,
     ConfigError,
     DreamlakeError,
+    FileMissingError,
     FlushTimeoutError,
     InvalidArgumentError,
     InvalidNameError,
     InvalidValueError,
+    ParameterConflictError,
     QueueFullError,
     SessionClosedError,
     StorageError,
+    WriteProtectedError,
 )
+from ._files import FileHandle
+from ._logs import LogBuilder, LoggingHandler
+from ._params import Parameters
 from ._session import Session, dreamlake_session
 from ._track import Track
 
@@ -27,17 +37,25 @@ __version__ = "0.3.0.dev0"
 
 __all__ = [
     "AgentConfig",
+    "ChecksumError",
     "ConfigError",
     "DreamlakeError",
+    "FileHandle",
+    "FileMissingError",
     "FlushTimeoutError",
     "InvalidArgumentError",
     "InvalidNameError",
     "InvalidValueError",
+    "LogBuilder",
+    "LoggingHandler",
+    "ParameterConflictError",
+    "Parameters",
     "QueueFullError",
     "Session",
     "SessionClosedError",
     "StorageError",
     "Track",
+    "WriteProtectedError",
     "__version__",
     "dreamlake_session",
 ]

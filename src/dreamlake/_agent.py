@@ -1,10 +1,12 @@
-"""The agent: an anyio task that moves queued points into the sink in batches.
+"""The agent: an anyio task that moves queued points, log entries and parameter changes into the
+sink in batches, and runs the session's file operations.
 
 It sleeps until the queue crosses ``batch_size`` (the hot path wakes it once), ``flush_interval``
 passes, or someone awaits :meth:`Agent.flush` (``flush()``, ``read()``, ``close()``). Writes are
 serialised by one lock, so a flush covers every point appended before it began. A failed write keeps
 its points (they stay counted against ``max_queue``) and is retried on the next cycle; the error is
-warned about once and raised from the next ``flush()``/``close()``.
+warned about once and raised from the next ``flush()``/``close()``. File saves run concurrently
+with all that (each in a worker thread); a flush also waits for the saves started before it.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Collection
+from pathlib import Path
 from typing import Any
 
 import anyio
 
-from ._exceptions import StorageError
-from ._queue import PointQueue
-from ._sink import Sink
+from ._exceptions import DreamlakeError, StorageError
+from ._queue import PointQueue, TrackBuffer
+from ._sink import FileRequest, Sink
 
 logger = logging.getLogger("dreamlake")
 
@@ -39,6 +42,8 @@ class Agent:
         self.flushes = 0
         self._last_error: StorageError | None = None
         self._warned = False
+        self._saves: set[anyio.Event] = set()  # one per file save in progress, set when it ends
+        self._save_error: DreamlakeError | None = None  # of a save nobody waited for
 
     def wake(self) -> None:
         """Wake the run loop; call on the agent's event loop."""
@@ -64,7 +69,12 @@ class Agent:
             self._done.set()
 
     async def flush(self, names: Collection[str] | None = None) -> None:
-        """Write everything queued so far (of ``names``, or all); raise what failed."""
+        """Write everything queued so far (of tracks ``names``, or all); raise what failed.
+
+        Parameter changes are always written; log entries and file saves only by a full flush.
+        """
+        if names is None:
+            await self._wait_for_saves()
         await self._flush(names, raise_errors=True)
 
     async def stop(self) -> None:
@@ -73,7 +83,7 @@ class Agent:
         self._wakeup.set()
         await self._done.wait()
         try:
-            await self._flush(None, raise_errors=True)
+            await self.flush()
         finally:
             await self.sink.close(self.stats())
 
@@ -92,6 +102,55 @@ class Agent:
         await self.flush()
         return await self.sink.list_tracks()
 
+    async def read_parameters(self) -> dict[str, Any]:
+        """Write queued parameter changes, then return the stored parameters."""
+        await self.flush(())
+        return await self.sink.read_parameters()
+
+    async def save_file(self, request: FileRequest, background: bool) -> dict[str, Any]:
+        """Save a file; if nobody waits for it (``background``), a failure is raised from flush()."""
+        done = anyio.Event()
+        self._saves.add(done)
+        try:
+            return await self.sink.save_file(request)
+        except Exception as exc:
+            error = exc if isinstance(exc, DreamlakeError) else StorageError(
+                f"saving {str(request.source)!r} failed: {exc}"
+            )
+            if background and self._save_error is None:
+                self._save_error = error
+                warnings.warn(str(error), RuntimeWarning, stacklevel=1)
+            if error is exc:
+                raise
+            raise error from exc
+        finally:
+            self._saves.discard(done)
+            done.set()
+
+    async def list_files(self, prefix: str | None, tags: list[str] | None) -> list[dict[str, Any]]:
+        """List the session's files, including saves started before this call."""
+        await self._wait_for_saves()
+        return await self.sink.list_files(prefix, tags)
+
+    async def download_file(self, file_id: str, dest: Path | None) -> Path:
+        """Copy a stored file out, verifying its checksum."""
+        return await self.sink.download_file(file_id, dest)
+
+    async def delete_file(self, file_id: str) -> dict[str, Any]:
+        """Delete a stored file."""
+        return await self.sink.delete_file(file_id)
+
+    async def update_file(self, file_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Change a stored file's description, tags or metadata."""
+        return await self.sink.update_file(file_id, changes)
+
+    async def _wait_for_saves(self) -> None:
+        for done in list(self._saves):
+            await done.wait()
+        error, self._save_error = self._save_error, None
+        if error is not None:
+            raise error
+
     def stats(self) -> dict[str, Any]:
         """Counters of this agent: what was written, dropped, failed, and is still held."""
         return {
@@ -106,20 +165,29 @@ class Agent:
     async def _flush(self, names: Collection[str] | None, *, raise_errors: bool) -> None:
         async with self._write_lock:
             error: StorageError | None = None
+            deltas = self.queue.take_params()
+            if deltas:
+                try:
+                    await self.sink.write_parameters(deltas)
+                except BaseException as exc:
+                    self.queue.give_back_params(deltas)
+                    if not isinstance(exc, Exception):
+                        raise
+                    error = self._failed(exc, "parameters")
             for buffer, count in self.queue.pending(names):
                 # Only what was pending when the flush began, so a busy producer cannot stall it.
                 remaining = count
                 while True:
                     chunk = self.queue.take(buffer, min(remaining, self._config.batch_size))
                     try:
-                        await self.sink.write_track(buffer.spec, chunk)
+                        await self._write(buffer, chunk)
                     except BaseException as exc:
                         # A sink stores all of a chunk or none of it, so the chunk goes back either
                         # way; cancellation (a close() past its deadline) is re-raised after that.
                         self.queue.give_back(buffer, chunk)
                         if not isinstance(exc, Exception):
                             raise
-                        error = self._failed(exc, buffer.spec.name)
+                        error = self._failed(exc, _what(buffer, self.queue))
                         break
                     self.written += len(chunk)
                     self.queue.written(len(chunk))
@@ -133,10 +201,16 @@ class Agent:
             elif raise_errors:
                 raise error
 
-    def _failed(self, exc: Exception, track: str) -> StorageError:
+    async def _write(self, buffer: TrackBuffer, chunk: list[Any]) -> None:
+        if buffer is not self.queue.logs:
+            await self.sink.write_track(buffer.spec, chunk)
+        elif chunk:
+            await self.sink.write_logs(chunk)
+
+    def _failed(self, exc: Exception, what: str) -> StorageError:
         self.write_errors += 1
         error = StorageError(
-            f"writing track {track!r} failed ({exc}); {self.queue.held} points are kept in memory "
+            f"writing {what} failed ({exc}); {self.queue.held} points are kept in memory "
             "and will be retried. Free disk space or fix permissions; flush() raises until then"
         )
         error.__cause__ = exc
@@ -147,3 +221,7 @@ class Agent:
             logger.error("%s", error, exc_info=exc)
         return error
 
+
+
+def _what(buffer: TrackBuffer, queue: PointQueue) -> str:
+    return "logs" if buffer is queue.logs else f"track {buffer.spec.name!r}"

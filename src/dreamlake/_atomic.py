@@ -14,7 +14,11 @@ _ENCODER = msgspec.json.Encoder()
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON to a temporary file beside ``path``, then rename it over."""
-    blob = msgspec.json.format(_ENCODER.encode(obj), indent=2)
+    write_bytes_atomic(path, msgspec.json.format(_ENCODER.encode(obj), indent=2))
+
+
+def write_bytes_atomic(path: Path, blob: bytes) -> None:
+    """Write ``blob`` to a temporary file beside ``path``, then rename it over."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         with open(tmp, "wb") as f:

@@ -1,20 +1,23 @@
-"""One track's ``data.jsonl``: locked appends with contiguous indices, torn-tail repair, seeking reads.
+"""Numbered JSONL files: locked appends with contiguous numbers, torn-tail repair, seeking reads.
 
-Every line is ``{"index": i, "data": {...}}`` and line ``k`` of the file carries index ``k``. That
-invariant is what lets :meth:`TrackLog.read` binary-search byte offsets instead of scanning, and what
-every append keeps: indices are assigned while holding the track's file lock, from the file's own last
-line (never from a cached counter another process may have outrun).
+A track's ``data.jsonl`` holds ``{"index": i, "data": {...}}`` lines; the session's ``logs.jsonl``
+holds ``{"sequenceNumber": i, "timestamp", "level", "message", "metadata"?}`` lines. In both, line
+``k`` of the file carries number ``k``. That invariant is what lets :meth:`NumberedLog.read`
+binary-search byte offsets instead of scanning, and what every append keeps: numbers are assigned
+while holding the file's lock, from the file's own last line (never from a cached counter another
+process may have outrun).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from ._clock import utc_iso
 from ._filelock import FileLock
 from ._hotpath import frame_lines
 from ._values import tag_nonfinite, untag_nonfinite
@@ -23,12 +26,15 @@ _PROBE = 4096  # bytes read per probe while seeking; most lines are far shorter
 _SCAN_BELOW = 16 * 1024  # below this span, stop bisecting and count newlines
 
 
-class _IndexOnly(msgspec.Struct):
+class _Index(msgspec.Struct):
+    index: int
+
+
+class _Sequence(msgspec.Struct, rename={"index": "sequenceNumber"}):
     index: int
 
 
 _ENCODER = msgspec.json.Encoder()
-_INDEX_DECODER = msgspec.json.Decoder(_IndexOnly)
 _LINES_DECODER = msgspec.json.Decoder(list[dict[str, Any]])
 
 
@@ -41,22 +47,53 @@ def encode_lines(first_index: int, points: Sequence[dict[str, Any]]) -> bytes:
     return frame_lines(first_index, blob)
 
 
-class TrackLog:
-    """Appends to and reads from one ``data.jsonl``; safe across threads and processes."""
+def encode_log_lines(first: int, entries: Sequence[dict[str, Any]]) -> bytes:
+    """Encode queued log entries (``timestamp`` as POSIX seconds) as numbered ``logs.jsonl`` lines."""
+    lines = []
+    for number, entry in enumerate(entries, first):
+        line = {
+            "sequenceNumber": number,
+            "timestamp": utc_iso(entry["timestamp"]),
+            "level": entry["level"],
+            "message": entry["message"],
+        }
+        if entry["metadata"]:  # 0.2.x omits empty metadata
+            line["metadata"] = entry["metadata"]
+        lines.append(line)
+    blob = _ENCODER.encode_lines(lines)
+    if b"null" in blob:
+        blob = _ENCODER.encode_lines([tag_nonfinite(line) for line in lines])
+    return blob
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.path = directory / "data.jsonl"
-        self.lock = FileLock(directory / ".lock")
+
+class NumberedLog:
+    """Appends to and reads from one numbered JSONL file; safe across threads and processes.
+
+    Args:
+        path: The JSONL file.
+        key: The field holding a line's number (``index`` or ``sequenceNumber``).
+        encode: Turns items into lines numbered from a first number.
+    """
+
+    def __init__(
+        self, path: Path, key: str, encode: Callable[[int, Sequence[dict[str, Any]]], bytes]
+    ) -> None:
+        self.directory = path.parent
+        self.path = path
+        self.lock = FileLock(path.with_name(f".{path.stem}.lock"))
+        self._decoder: msgspec.json.Decoder[_Index | _Sequence] = msgspec.json.Decoder(
+            _Index if key == "index" else _Sequence
+        )
+        self._encode = encode
         self._fd = -1
         self._size = -1  # file size after our last append or tail check, under the lock
         self._count = 0  # lines in the file at that size
 
     def append(self, points: Sequence[dict[str, Any]]) -> tuple[int, int]:
-        """Append ``points``; return ``(first_index, count_after)``. Call with ``lock`` held."""
+        """Append ``points``; return ``(first_number, count_after)``. Call with ``lock`` held."""
         fd = self._open()
         size, first = self._tail(fd)
-        blob = encode_lines(first, points)
+        blob = self._encode(first, points)
         try:
             _write_all(fd, blob)
         except BaseException:
@@ -85,8 +122,7 @@ class TrackLog:
         chunk = os.pread(fd, last - first, first)
         entries = _LINES_DECODER.decode(b"[" + chunk.rstrip(b"\n").replace(b"\n", b",") + b"]")
         if b'"$float"' in chunk:
-            for entry in entries:
-                entry["data"] = untag_nonfinite(entry["data"])
+            entries = [untag_nonfinite(entry) for entry in entries]
         return entries, count
 
     def close(self) -> None:
@@ -113,7 +149,7 @@ class TrackLog:
             line = os.pread(fd, size - start, start)
             if line.endswith(b"\n"):
                 try:
-                    index = _INDEX_DECODER.decode(line).index
+                    index = self._decoder.decode(line).index
                 except msgspec.DecodeError:
                     index = -1
                 if index >= 0:
@@ -141,7 +177,7 @@ class TrackLog:
             start = _line_start_after(fd, min(max(guess, lo + 1), hi - 1), hi)
             if start >= hi:
                 start = _line_start_before(fd, hi)  # the guess fell in the last line before hi
-            line_index = _INDEX_DECODER.decode(_line_at(fd, start)).index
+            line_index = self._decoder.decode(_line_at(fd, start)).index
             if line_index == index:
                 return start
             if line_index < index:
@@ -155,6 +191,13 @@ class TrackLog:
         for _ in range(index - lo_index):
             pos = block.index(b"\n", pos) + 1
         return lo + pos
+
+
+class TrackLog(NumberedLog):
+    """A track's ``data.jsonl``."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory / "data.jsonl", "index", encode_lines)
 
 
 def _write_all(fd: int, blob: bytes) -> None:

@@ -2,10 +2,12 @@
 
 ```
 <root>/<workspace>/<session>/
-  session.json
-  logs/  files/
+  session.json                    name, workspace, description, tags, folder, metadata, write_protected
+  parameters.json                 {"version", "data": {flat keys}, "updatedAt"}, merged under a file lock
+  logs/logs.jsonl                 numbered like a track (see _jsonl.py); logs/.log_sequence for 0.2.x
   tracks/<track>/data.jsonl       (see _jsonl.py)
   tracks/<track>/metadata.json    replaced atomically after every append, so it is in step with the data
+  files/                          (see _filestore.py)
 ```
 """
 
@@ -13,16 +15,21 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import anyio
 
-from ._atomic import read_json, write_json_atomic
+from ._atomic import read_json, write_bytes_atomic, write_json_atomic
 from ._clock import utc_now_iso
-from ._jsonl import TrackLog
-from ._sink import Sink, TrackSpec
+from ._filelock import FileLock
+from ._filestore import FileStore
+from ._jsonl import NumberedLog, TrackLog, encode_log_lines
+from ._params import merge
+from ._sink import FileRequest, Sink, TrackSpec
+from ._values import tag_nonfinite, untag_nonfinite
 
 CHUNK_SIZE = 10_000  # the server's cold-tier chunk size; reported by stats() for 0.2.x parity
 
@@ -43,6 +50,10 @@ class LocalSink(Sink):
         self._session = dict(session, workspace=workspace)
         self._tracks: dict[str, _Track] = {}
         self._tracks_lock = threading.Lock()
+        self._logs = NumberedLog(self.directory / "logs" / "logs.jsonl", "sequenceNumber", encode_log_lines)
+        self._params_path = self.directory / "parameters.json"
+        self._params_lock = FileLock(self.directory / ".parameters.lock")
+        self._files = FileStore(self.directory / "files", f"{workspace}/{session['name']}")
 
     async def open(self) -> None:
         await anyio.to_thread.run_sync(self._open)
@@ -59,12 +70,45 @@ class LocalSink(Sink):
     async def list_tracks(self) -> list[dict[str, Any]]:
         return await anyio.to_thread.run_sync(self._list_tracks)
 
+    async def write_logs(self, entries: Sequence[dict[str, Any]]) -> None:
+        await anyio.to_thread.run_sync(self._write_logs, entries)
+
+    async def write_parameters(self, deltas: Sequence[dict[str, Any]]) -> None:
+        await anyio.to_thread.run_sync(self._write_parameters, deltas)
+
+    async def read_parameters(self) -> dict[str, Any]:
+        doc = await anyio.to_thread.run_sync(read_json, self._params_path)
+        return untag_nonfinite(doc.get("data") or {}) if doc else {}
+
+    async def save_file(self, request: FileRequest) -> dict[str, Any]:
+        r = request
+        return await anyio.to_thread.run_sync(
+            self._files.save, r.source, r.prefix, r.description, r.tags, r.metadata
+        )
+
+    async def list_files(self, prefix: str | None, tags: list[str] | None) -> list[dict[str, Any]]:
+        return await anyio.to_thread.run_sync(self._files.find, prefix, tags)
+
+    async def download_file(self, file_id: str, dest: Path | None) -> Path:
+        return await anyio.to_thread.run_sync(self._files.download, file_id, dest)
+
+    async def delete_file(self, file_id: str) -> dict[str, Any]:
+        return await anyio.to_thread.run_sync(self._files.delete, file_id)
+
+    async def update_file(self, file_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+        return await anyio.to_thread.run_sync(self._files.update, file_id, dict(changes))
+
     async def close(self, agent_stats: Mapping[str, Any]) -> None:
         await anyio.to_thread.run_sync(self._close, agent_stats)
 
     # The blocking halves, run in worker threads.
 
     def _open(self) -> None:
+        stored = read_json(self.directory / "session.json")
+        if stored is not None and stored.get("write_protected"):
+            self.write_protected = True  # protected by an earlier run: change nothing
+            return
+        self.write_protected = bool(self._session.get("write_protected"))
         for sub in ("logs", "tracks", "files"):
             (self.directory / sub).mkdir(parents=True, exist_ok=True)
         self._update_session_json(self._session_fields())
@@ -203,8 +247,42 @@ class LocalSink(Sink):
             )
         return out
 
+    def _write_logs(self, entries: Sequence[dict[str, Any]]) -> None:
+        with self._logs.lock:
+            _, count = self._logs.append(entries)
+            # 0.2.x numbers its next entry from this file, so keep it in step.
+            write_bytes_atomic(self._logs.directory / ".log_sequence", str(count).encode())
+
+    def _write_parameters(self, deltas: Sequence[dict[str, Any]]) -> None:
+        with self._params_lock:
+            # Re-read under the lock: another process may have set parameters since.
+            doc = read_json(self._params_path) or {}
+            data = untag_nonfinite(doc.get("data") or {})
+            dropped = [key for delta in deltas for key in merge(data, delta)]
+            now = utc_now_iso()
+            write_json_atomic(
+                self._params_path,
+                {
+                    "version": doc.get("version", 0) + len(deltas),  # one version per set()
+                    "data": tag_nonfinite(data),
+                    "createdAt": doc.get("createdAt", now),
+                    "updatedAt": now,
+                },
+            )
+        if dropped:
+            warnings.warn(
+                f"parameters {sorted(dropped)} set by another process conflicted with this "
+                "process's later set() (a name cannot be both a value and a group) and were replaced",
+                RuntimeWarning,
+                stacklevel=1,
+            )
+
     def _close(self, agent_stats: Mapping[str, Any]) -> None:
-        self._update_session_json({"agent": dict(agent_stats)})
+        self._logs.close()
+        self._params_lock.close()
+        self._files.close()
+        if not self.write_protected:
+            self._update_session_json({"agent": dict(agent_stats)})
         with self._tracks_lock:
             for track in self._tracks.values():
                 track.log.close()

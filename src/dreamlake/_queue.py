@@ -45,12 +45,17 @@ class TrackBuffer:
         self.spec_dirty = True
 
 
+LOGS = ".logs"  # the log entries' buffer; no track name can start with "."
+
+
 class PointQueue:
-    """Per-track buffers under one bound, with the ``on_full`` policy."""
+    """Per-track buffers (and one for log entries) under one bound, with the ``on_full`` policy.
+
+    Parameter changes are queued beside them, unbounded: they are few, and each is small.
+    """
 
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
-        self.buffers: dict[str, TrackBuffer] = {}
         self.gate = Gate()
         self.dropped = 0
         # Set by the owner: wake the agent (from any thread), and why appends are refused.
@@ -58,6 +63,10 @@ class PointQueue:
         self.refusal: Callable[[], DreamlakeError | None] = lambda: None
         self.failure: StorageError | None = None  # the sink is failing: blocked callers give up
         self._reset()
+        self.buffers: dict[str, TrackBuffer] = {}
+        self.logs = self.buffer(TrackSpec(LOGS))
+        self.logs.spec_dirty = False
+        self.params: list[dict[str, Any]] = []
 
     def _reset(self) -> None:
         self.gate.reset()
@@ -88,7 +97,8 @@ class PointQueue:
         for buffer in self.buffers.values():
             buffer.items.clear()
             buffer.retry = []
-            buffer.spec_dirty = True
+            buffer.spec_dirty = buffer is not self.logs
+        self.params = []
         self._reset()
 
     @contextlib.contextmanager
@@ -228,6 +238,23 @@ class PointQueue:
                 points.extend(itertools.starmap(queued.popleft, itertools.repeat((), more)))
             self.in_flight += len(points)
             return points
+
+    def add_params(self, delta: dict[str, Any]) -> None:
+        """Queue a parameter change and wake the agent."""
+        with self._lock:
+            self.params.append(delta)
+        self.wake()
+
+    def take_params(self) -> list[dict[str, Any]]:
+        """Take every queued parameter change, oldest first."""
+        with self._lock:
+            deltas, self.params = self.params, []
+            return deltas
+
+    def give_back_params(self, deltas: list[dict[str, Any]]) -> None:
+        """Return parameter changes whose write failed; they are written first next time."""
+        with self._lock:
+            self.params = deltas + self.params
 
     def give_back(self, buffer: TrackBuffer, points: list[Any]) -> None:
         """Return points whose write failed; they are written first next time."""

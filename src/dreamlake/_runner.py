@@ -60,8 +60,12 @@ class AgentThread:
         self, func: Callable[..., Awaitable[T]], *args: Any, timeout: float | None = None
     ) -> T:
         """Run ``func(*args)`` on the agent's loop and wait for its result."""
+        return self._result(self.submit(func, *args), timeout)
+
+    def submit(self, func: Callable[..., Awaitable[T]], *args: Any) -> Future[T]:
+        """Start ``func(*args)`` on the agent's loop; return a future of its result."""
         assert self._portal is not None
-        return self._result(self._portal.start_task_soon(func, *args), timeout)
+        return self._portal.start_task_soon(func, *args)
 
     @property
     def stopped(self) -> bool:

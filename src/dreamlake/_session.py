@@ -1,4 +1,9 @@
-"""``Session``: the synchronous face of the agent, and the ``@dreamlake_session`` decorator."""
+"""``Session``: the synchronous face of the agent, and the ``@dreamlake_session`` decorator.
+
+Its handles live in their own modules: ``track()`` in ``_track.py``, ``parameters()`` in
+``_params.py``, ``file()`` in ``_files.py``, and the builder ``log()`` returns in ``_logs.py``.
+``log()`` itself is here: it is a hot path, queued like a track's ``append``.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,9 @@ import enum
 import functools
 import os
 import threading
+import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -14,13 +21,25 @@ from typing import Any, TypeVar
 from . import _lifecycle
 from ._agent import Agent
 from ._config import DEFAULT_LOCAL_PATH, AgentConfig, OnFull
-from ._exceptions import ConfigError, DreamlakeError, SessionClosedError
+from ._exceptions import (
+    ConfigError,
+    DreamlakeError,
+    InvalidValueError,
+    SessionClosedError,
+    WriteProtectedError,
+)
+from ._files import FileHandle
+from ._hotpath import TrackCore
 from ._local import LocalSink
+from ._logs import LEVEL_LOOKUP as _LEVELS
+from ._logs import LogBuilder, check_level
 from ._names import check_name
+from ._params import Parameters
 from ._queue import PointQueue
 from ._runner import AgentThread
 from ._sink import TrackSpec
 from ._track import Track
+from ._values import normalize
 
 T = TypeVar("T")
 
@@ -32,7 +51,7 @@ class _State(enum.Enum):
 
 
 class Session:
-    """One experiment run: its tracks, written in the background by an agent thread.
+    """One experiment run: its tracks, logs, parameters and files, written by a background agent.
 
     Use it as ``with Session(...) as session:``, or call :meth:`open` and :meth:`close`.
     Local mode writes under ``local_path`` (else ``$DREAMLAKE_LOCAL_PATH``, else ``./.dreamlake``).
@@ -48,7 +67,8 @@ class Session:
         tags: Tags stored with the session.
         folder: Folder path stored with the session.
         metadata: JSON-able dict stored with the session.
-        write_protected: Stored with the session (0.2.x field).
+        write_protected: Make the session read-only once created: writes raise
+            :class:`WriteProtectedError`. A session stored as write-protected stays so.
         max_queue: See :class:`AgentConfig`; also ``DREAMLAKE_MAX_QUEUE``.
         on_full: See :class:`AgentConfig`; also ``DREAMLAKE_ON_FULL``.
         batch_size: See :class:`AgentConfig`; also ``DREAMLAKE_BATCH_SIZE``.
@@ -104,6 +124,11 @@ class Session:
         self._queue.refusal = self._refusal
         self._tracks: dict[str, Track] = {}
         self._runner: AgentThread | None = None
+        self._parameters = Parameters(self)
+        logs = self._queue.logs
+        self._log_append = TrackCore(
+            self._queue.gate, logs.items.append, functools.partial(self._queue.admit, logs), normalize
+        ).append
 
     @property
     def path(self) -> Path:
@@ -143,7 +168,9 @@ class Session:
         self._queue.waker = runner.wake
         runner.start()
         self._runner = runner
-        self._queue.open()
+        self.write_protected = sink.write_protected
+        if not self.write_protected:
+            self._queue.open()
 
     def close(self, timeout: float | None = None) -> None:
         """Write everything queued, then stop the agent. Idempotent.
@@ -213,7 +240,69 @@ class Session:
                 spec.tags = tags if tags is not None else spec.tags
                 spec.metadata = metadata if metadata is not None else spec.metadata
                 track._buffer.spec_dirty = True
+            if self.write_protected:  # a handle to read with; its fields are not stored
+                track._buffer.spec_dirty = False
             return track
+
+    def log(
+        self,
+        message: str | None = None,
+        level: str = "info",
+        metadata: dict[str, Any] | None = None,
+        **extra: Any,
+    ) -> LogBuilder | None:
+        """Queue a log entry (fire-and-forget, like ``append``), or return a builder.
+
+        ``session.log("epoch done", level="info", epoch=3)`` logs at once; without a message,
+        ``session.log(metadata={...})`` returns a builder: ``.info("...")``, ``.error("...")``...
+
+        Args:
+            message: The text; ``None`` returns a :class:`LogBuilder` instead.
+            level: ``debug``, ``info``, ``warn``, ``error`` or ``fatal``, in any case.
+            metadata: JSON-able dict stored with the entry; ``extra`` keywords are merged into it.
+
+        Raises:
+            InvalidArgumentError: Unknown level (a ``ValueError``).
+            InvalidValueError: ``message`` is not a str, or metadata is not JSON-able.
+            WriteProtectedError: The session is write-protected.
+        """
+        if extra:
+            metadata = {**metadata, **extra} if metadata else extra
+        if message is None:
+            self._check_writable()
+            return LogBuilder(self, metadata)
+        if type(message) is not str:
+            raise InvalidValueError(f"log message must be a str, got {type(message).__name__}")
+        if metadata is not None and type(metadata) is not dict:
+            raise InvalidValueError(f"log metadata must be a dict, got {type(metadata).__name__}")
+        try:
+            level = _LEVELS[level]
+        except (KeyError, TypeError):
+            level = check_level(level)
+        # The timestamp is taken now and formatted by the agent.
+        self._log_append(timestamp=time.time(), level=level, message=message, metadata=metadata)
+        return None
+
+    def parameters(self) -> Parameters:
+        """The session's parameters: ``.set(**params)`` and ``.get(flatten=True)``."""
+        self._check_open()
+        return self._parameters
+
+    def file(
+        self,
+        file_path: str | os.PathLike[str] | None = None,
+        *,
+        prefix: str = "/",
+        tags: list[str] | None = None,
+        description: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        file_id: str | None = None,
+        dest_path: str | os.PathLike[str] | None = None,
+    ) -> FileHandle:
+        """A handle on the session's files: ``.save()``, ``.list()``, ``.download()``, ``.delete()``,
+        ``.update()``. See :class:`FileHandle` for the arguments."""
+        self._check_open()
+        return FileHandle(self, file_path, prefix, tags, description, metadata, file_id, dest_path)
 
     def tracks(self) -> list[dict[str, Any]]:
         """List every track of the session (``trackId, name, description, tags, totalDataPoints``...)."""
@@ -244,11 +333,26 @@ class Session:
     # Plumbing shared with Track.
 
     def _check_open(self) -> None:
+        error = self._closed()
+        if error is not None:
+            raise error
+
+    def _check_writable(self) -> None:
         error = self._refusal()
         if error is not None:
             raise error
 
     def _refusal(self) -> DreamlakeError | None:
+        """Why writes are refused now, or ``None`` (the queue asks this on its slow path)."""
+        error = self._closed()
+        if error is None and self.write_protected:
+            error = WriteProtectedError(
+                f"session {self.workspace}/{self.name} is write-protected: its parameters, logs, "
+                "tracks and files are read-only"
+            )
+        return error
+
+    def _closed(self) -> DreamlakeError | None:
         """Why calls are refused now, or ``None``; restarts the agent in a forked child."""
         if self._state is not _State.OPEN:
             return SessionClosedError(
@@ -270,6 +374,13 @@ class Session:
         runner = self._runner
         assert runner is not None
         return runner.call(func, runner.agent, *args, timeout=timeout)
+
+    def _submit(self, func: Callable[..., Awaitable[T]], *args: Any) -> Future[T]:
+        """Start an agent coroutine ``func(agent, *args)``; return a future of its result."""
+        self._check_open()
+        runner = self._runner
+        assert runner is not None
+        return runner.submit(func, runner.agent, *args)
 
     def _after_fork_in_child(self) -> None:
         # The parent's agent thread does not exist here; its queued points are the parent's to write.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -22,12 +23,26 @@ class TrackSpec:
     metadata: dict[str, Any] | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class FileRequest:
+    """A checked ``session.file(...).save()``: copy ``source`` in under ``prefix``."""
+
+    source: Path
+    prefix: str
+    description: str | None
+    tags: list[str]
+    metadata: dict[str, Any] | None
+
+
 class Sink(abc.ABC):
     """Durable storage behind one session."""
 
+    #: Set by :meth:`open`: the stored session refuses writes (``write_protected`` in session.json).
+    write_protected = False
+
     @abc.abstractmethod
     async def open(self) -> None:
-        """Create or update the session's storage."""
+        """Create or update the session's storage (only create it, if it is write-protected)."""
 
     @abc.abstractmethod
     async def write_track(self, spec: TrackSpec, points: Sequence[dict[str, Any]]) -> None:
@@ -47,6 +62,38 @@ class Sink(abc.ABC):
     @abc.abstractmethod
     async def list_tracks(self) -> list[dict[str, Any]]:
         """Return a summary of every track of the session."""
+
+    @abc.abstractmethod
+    async def write_logs(self, entries: Sequence[dict[str, Any]]) -> None:
+        """Append log entries (``timestamp`` in POSIX seconds), numbering them; all or none."""
+
+    @abc.abstractmethod
+    async def write_parameters(self, deltas: Sequence[dict[str, Any]]) -> None:
+        """Merge flat parameter changes, oldest first, into the stored parameters."""
+
+    @abc.abstractmethod
+    async def read_parameters(self) -> dict[str, Any]:
+        """Return the stored parameters, flat."""
+
+    @abc.abstractmethod
+    async def save_file(self, request: FileRequest) -> dict[str, Any]:
+        """Store a copy of a file; return its metadata."""
+
+    @abc.abstractmethod
+    async def list_files(self, prefix: str | None, tags: list[str] | None) -> list[dict[str, Any]]:
+        """Return the metadata of the files under ``prefix`` carrying any of ``tags``."""
+
+    @abc.abstractmethod
+    async def download_file(self, file_id: str, dest: Path | None) -> Path:
+        """Copy a stored file to ``dest``, verifying its checksum; return the path written."""
+
+    @abc.abstractmethod
+    async def delete_file(self, file_id: str) -> dict[str, Any]:
+        """Delete a stored file; return ``{"id", "deletedAt"}``."""
+
+    @abc.abstractmethod
+    async def update_file(self, file_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """Change a file's description, tags or metadata; return its metadata."""
 
     @abc.abstractmethod
     async def close(self, agent_stats: Mapping[str, Any]) -> None:
