@@ -14,12 +14,17 @@ if TYPE_CHECKING:
     from ._session import Session
 
 LEVELS = ("debug", "info", "warn", "error", "fatal")
-# Exact spellings first, so the common call needs one dict lookup and no str.lower().
-LEVEL_LOOKUP = {**{name: name for name in LEVELS}, **{name.upper(): name for name in LEVELS}}
+# Exact spellings first, so the common call needs one dict lookup and no str.lower(); None is
+# "info", as in 0.2.x.
+LEVEL_LOOKUP: dict[str | None, str] = {
+    None: "info", **{name: name for name in LEVELS}, **{name.upper(): name for name in LEVELS}
+}
 
 
 def check_level(level: object) -> str:
-    """Return the canonical spelling of ``level`` (case-insensitive), or raise."""
+    """Return the canonical spelling of ``level`` (case-insensitive; ``None`` is info), or raise."""
+    if level is None:
+        return "info"
     if isinstance(level, str):
         canonical = LEVEL_LOOKUP.get(level) or LEVEL_LOOKUP.get(level.lower())
         if canonical is not None:

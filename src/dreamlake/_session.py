@@ -247,7 +247,7 @@ class Session:
     def log(
         self,
         message: str | None = None,
-        level: str = "info",
+        level: str | None = "info",
         metadata: dict[str, Any] | None = None,
         **extra: Any,
     ) -> LogBuilder | None:
@@ -258,7 +258,7 @@ class Session:
 
         Args:
             message: The text; ``None`` returns a :class:`LogBuilder` instead.
-            level: ``debug``, ``info``, ``warn``, ``error`` or ``fatal``, in any case.
+            level: ``debug``, ``info``, ``warn``, ``error`` or ``fatal``, in any case (``None``: info).
             metadata: JSON-able dict stored with the entry; ``extra`` keywords are merged into it.
 
         Raises:
@@ -276,11 +276,11 @@ class Session:
         if metadata is not None and type(metadata) is not dict:
             raise InvalidValueError(f"log metadata must be a dict, got {type(metadata).__name__}")
         try:
-            level = _LEVELS[level]
+            canonical = _LEVELS[level]
         except (KeyError, TypeError):
-            level = check_level(level)
+            canonical = check_level(level)
         # The timestamp is taken now and formatted by the agent.
-        self._log_append(timestamp=time.time(), level=level, message=message, metadata=metadata)
+        self._log_append(timestamp=time.time(), level=canonical, message=message, metadata=metadata)
         return None
 
     def parameters(self) -> Parameters:
