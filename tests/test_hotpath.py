@@ -87,3 +87,41 @@ def test_frame_lines_numbers_each_encoded_line(frame: Any) -> None:
     many = b'{"v":1}\n' * 5000
     assert frame(10**12, many).count(b"\n") == 5000
     assert frame(10**12, many).endswith(b'{"index":1000000004999,"data":{"v":1}}\n')
+
+
+LOG_CALLS = [
+    (("msg",), {}),
+    (("msg", "WARN"), {}),
+    (("msg",), {"level": "error", "step": 3, "loss": 0.5}),
+    (("msg", None, {"a": 1}), {"b": "x"}),
+    (("msg",), {"metadata": {"a": 1}, "a": 2}),  # keywords win
+    (("msg",), {"metadata": {}}),
+    (("msg",), {"metadata": {"nested": {"x": [1]}}}),  # not flat: the slow path normalizes
+    (("msg",), {"when": datetime.date(2024, 1, 2)}),
+    (("msg", "Fatal"), {"metadata": None, "n": None}),
+]
+
+
+@pytest.mark.parametrize(("args", "kwargs"), LOG_CALLS)
+def test_log_fast_path_queues_what_the_slow_path_queues(
+    tmp_path: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> None:
+    from dreamlake import Session
+
+    with Session("l", "w", local_path=tmp_path, batch_size=1000, flush_interval=3600) as s:
+        items = s._queue.logs.items
+        s.log(*args, **kwargs)
+        s._log_slow(*args, **kwargs)
+        fast, slow = dict(items[-2]), dict(items[-1])
+        assert fast.pop("timestamp") <= slow.pop("timestamp")
+        assert fast == slow
+
+
+def test_log_copies_the_callers_metadata(tmp_path: Any) -> None:
+    from dreamlake import Session
+
+    with Session("l", "w", local_path=tmp_path, batch_size=1000, flush_interval=3600) as s:
+        metadata = {"a": 1}
+        s.log("msg", metadata=metadata)
+        metadata["a"] = 2
+        assert s._queue.logs.items[-1]["metadata"] == {"a": 1}

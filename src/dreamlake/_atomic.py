@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from pathlib import Path
@@ -9,12 +10,17 @@ from typing import Any
 
 import msgspec
 
+from ._values import tag_nonfinite, untag_nonfinite
+
 _ENCODER = msgspec.json.Encoder()
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to a temporary file beside ``path``, then rename it over."""
-    write_bytes_atomic(path, msgspec.json.format(_ENCODER.encode(obj), indent=2))
+    """Write ``obj`` as indented JSON to a temporary file beside ``path``, then rename it over.
+
+    NaN and ±Infinity are written in their tagged form (``_values.py``): strict JSON, not ``null``.
+    """
+    write_bytes_atomic(path, msgspec.json.format(_ENCODER.encode(tag_nonfinite(obj)), indent=2))
 
 
 def write_bytes_atomic(path: Path, blob: bytes) -> None:
@@ -30,8 +36,12 @@ def write_bytes_atomic(path: Path, blob: bytes) -> None:
 
 
 def read_json(path: Path) -> Any:
-    """Return the decoded JSON in ``path``, or ``None`` when the file does not exist."""
+    """Return the decoded JSON in ``path`` (NaN and ±Infinity as floats), or ``None`` if it is absent."""
     try:
-        return msgspec.json.decode(path.read_bytes())
+        blob = path.read_bytes()
     except FileNotFoundError:
         return None
+    try:
+        return untag_nonfinite(msgspec.json.decode(blob))
+    except msgspec.DecodeError:
+        return json.loads(blob)  # bare NaN/Infinity, as dreamlake 0.2.x writes them

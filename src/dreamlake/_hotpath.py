@@ -1,6 +1,6 @@
 """The hot paths, compiled from ``_speedups.c`` when the install could build it, else this module's
-Python twins with the same behaviour (about 2x slower): ``Track.append``, and the framing of encoded
-points as numbered JSONL lines.
+Python twins with the same behaviour (about 2x slower): ``Track.append``, ``Session.log``, and the
+framing of encoded points as numbered JSONL lines.
 
 ``Gate`` holds one session's queue counters: tickets handed out, points ``taken`` out of memory, and
 the ``threshold`` below which ``ticket - taken`` sends a point straight to its track's deque (see
@@ -69,6 +69,38 @@ class PyTrackCore:
             self._admit(fields, ticket)
 
 
+class PyLogCore:
+    """Python twin of ``_speedups.LogCore``: every call takes the slow path, ``Session._log_slow``."""
+
+    __slots__ = ("_admit", "_gate", "_items_append", "_slow")
+
+    def __init__(
+        self,
+        gate: PyGate,
+        items_append: Callable[[dict[str, Any]], None],
+        admit: Callable[[dict[str, Any], int], None],
+        levels: dict[str | None, str],
+        clock: Callable[[], float],
+        slow: Callable[..., Any],
+    ) -> None:
+        self._gate = gate
+        self._items_append = items_append
+        self._admit = admit
+        self._slow = slow
+
+    def log(self, *args: Any, **kwargs: Any) -> Any:
+        """Queue a log entry, or return a builder without message."""
+        return self._slow(*args, **kwargs)
+
+    def _log_put(self, entry: dict[str, Any]) -> None:
+        gate = self._gate
+        ticket = next(gate._seq)
+        if ticket - gate.taken < gate.threshold:
+            self._items_append(entry)
+        else:
+            self._admit(entry, ticket)
+
+
 def py_frame_lines(first_index: int, blob: bytes) -> bytes:
     """Python twin of ``_speedups.frame_lines``: number JSONL lines as ``{"index": i, "data": line}``."""
     lines = blob.split(b"\n")
@@ -78,12 +110,14 @@ def py_frame_lines(first_index: int, blob: bytes) -> bytes:
 
 try:
     from ._speedups import Gate as Gate
+    from ._speedups import LogCore as LogCore
     from ._speedups import TrackCore as TrackCore
     from ._speedups import frame_lines as frame_lines
 
     COMPILED = True
 except ImportError:  # built without a C compiler: same behaviour, slower
     Gate = PyGate  # type: ignore[assignment,misc]
+    LogCore = PyLogCore  # type: ignore[assignment,misc]
     TrackCore = PyTrackCore  # type: ignore[assignment,misc]
     frame_lines = py_frame_lines
     COMPILED = False

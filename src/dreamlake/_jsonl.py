@@ -10,6 +10,7 @@ process may have outrun).
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -84,6 +85,7 @@ class NumberedLog:
         self._decoder: msgspec.json.Decoder[_Index | _Sequence] = msgspec.json.Decoder(
             _Index if key == "index" else _Sequence
         )
+        self._key = key
         self._encode = encode
         self._fd = -1
         self._size = -1  # file size after our last append or tail check, under the lock
@@ -120,7 +122,11 @@ class NumberedLog:
         first = self._offset(fd, start, end, count)
         last = end if stop == count else self._offset(fd, stop, end, count)
         chunk = os.pread(fd, last - first, first)
-        entries = _LINES_DECODER.decode(b"[" + chunk.rstrip(b"\n").replace(b"\n", b",") + b"]")
+        array = b"[" + chunk.rstrip(b"\n").replace(b"\n", b",") + b"]"
+        try:
+            entries = _LINES_DECODER.decode(array)
+        except msgspec.DecodeError:
+            entries = json.loads(array)  # bare NaN/Infinity, as dreamlake 0.2.x writes them
         if b'"$float"' in chunk:
             entries = [untag_nonfinite(entry) for entry in entries]
         return entries, count
@@ -148,10 +154,7 @@ class NumberedLog:
             start = _line_start_before(fd, size)
             line = os.pread(fd, size - start, start)
             if line.endswith(b"\n"):
-                try:
-                    index = self._decoder.decode(line).index
-                except msgspec.DecodeError:
-                    index = -1
+                index = self._number(line)
                 if index >= 0:
                     self._size, self._count = size, index + 1
                     return size, index + 1
@@ -160,6 +163,18 @@ class NumberedLog:
             size = start
         self._size, self._count = 0, 0
         return 0, 0
+
+    def _number(self, line: bytes) -> int:
+        """The number a line carries, or -1 if it does not parse (a torn line)."""
+        try:
+            return self._decoder.decode(line).index
+        except msgspec.DecodeError:
+            pass
+        try:  # dreamlake 0.2.x writes non-finite floats as bare NaN/Infinity, which msgspec refuses
+            number = json.loads(line)[self._key]
+        except (ValueError, KeyError, TypeError):
+            return -1
+        return number if type(number) is int and number >= 0 else -1
 
     def _offset(self, fd: int, index: int, end: int, count: int) -> int:
         """Byte offset where the line of ``index`` starts (0 < index < count)."""
@@ -177,7 +192,7 @@ class NumberedLog:
             start = _line_start_after(fd, min(max(guess, lo + 1), hi - 1), hi)
             if start >= hi:
                 start = _line_start_before(fd, hi)  # the guess fell in the last line before hi
-            line_index = self._decoder.decode(_line_at(fd, start)).index
+            line_index = self._number(_line_at(fd, start))
             if line_index == index:
                 return start
             if line_index < index:

@@ -29,7 +29,6 @@ from ._filestore import FileStore
 from ._jsonl import NumberedLog, TrackLog, encode_log_lines
 from ._params import merge
 from ._sink import FileRequest, Sink, TrackSpec
-from ._values import tag_nonfinite, untag_nonfinite
 
 CHUNK_SIZE = 10_000  # the server's cold-tier chunk size; reported by stats() for 0.2.x parity
 
@@ -78,7 +77,7 @@ class LocalSink(Sink):
 
     async def read_parameters(self) -> dict[str, Any]:
         doc = await anyio.to_thread.run_sync(read_json, self._params_path)
-        return untag_nonfinite(doc.get("data") or {}) if doc else {}
+        return doc.get("data") or {} if doc else {}
 
     async def save_file(self, request: FileRequest) -> dict[str, Any]:
         r = request
@@ -257,14 +256,14 @@ class LocalSink(Sink):
         with self._params_lock:
             # Re-read under the lock: another process may have set parameters since.
             doc = read_json(self._params_path) or {}
-            data = untag_nonfinite(doc.get("data") or {})
+            data = doc.get("data") or {}
             dropped = [key for delta in deltas for key in merge(data, delta)]
             now = utc_now_iso()
             write_json_atomic(
                 self._params_path,
                 {
                     "version": doc.get("version", 0) + len(deltas),  # one version per set()
-                    "data": tag_nonfinite(data),
+                    "data": data,
                     "createdAt": doc.get("createdAt", now),
                     "updatedAt": now,
                 },

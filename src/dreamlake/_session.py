@@ -2,7 +2,8 @@
 
 Its handles live in their own modules: ``track()`` in ``_track.py``, ``parameters()`` in
 ``_params.py``, ``file()`` in ``_files.py``, and the builder ``log()`` returns in ``_logs.py``.
-``log()`` itself is here: it is a hot path, queued like a track's ``append``.
+``log()`` is a hot path, queued like a track's ``append``: its common case is ``LogCore.log`` (C, in
+``_hotpath.py``), and everything else is ``Session._log_slow`` here.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from ._exceptions import (
     WriteProtectedError,
 )
 from ._files import FileHandle
-from ._hotpath import TrackCore
+from ._hotpath import LogCore
 from ._local import LocalSink
 from ._logs import LEVEL_LOOKUP as _LEVELS
 from ._logs import LogBuilder, check_level
@@ -50,7 +51,7 @@ class _State(enum.Enum):
     CLOSED = "closed"
 
 
-class Session:
+class Session(LogCore):
     """One experiment run: its tracks, logs, parameters and files, written by a background agent.
 
     Use it as ``with Session(...) as session:``, or call :meth:`open` and :meth:`close`.
@@ -126,9 +127,14 @@ class Session:
         self._runner: AgentThread | None = None
         self._parameters = Parameters(self)
         logs = self._queue.logs
-        self._log_append = TrackCore(
-            self._queue.gate, logs.items.append, functools.partial(self._queue.admit, logs), normalize
-        ).append
+        super().__init__(
+            self._queue.gate,
+            logs.items.append,
+            functools.partial(self._queue.admit, logs),
+            _LEVELS,
+            time.time,
+            self._log_slow,
+        )
 
     @property
     def path(self) -> Path:
@@ -244,14 +250,14 @@ class Session:
                 track._buffer.spec_dirty = False
             return track
 
-    def log(
+    def _log_slow(
         self,
         message: str | None = None,
         level: str | None = "info",
         metadata: dict[str, Any] | None = None,
         **extra: Any,
     ) -> LogBuilder | None:
-        """Queue a log entry (fire-and-forget, like ``append``), or return a builder.
+        """``session.log()``: queue a log entry (fire-and-forget, like ``append``), or return a builder.
 
         ``session.log("epoch done", level="info", epoch=3)`` logs at once; without a message,
         ``session.log(metadata={...})`` returns a builder: ``.info("...")``, ``.error("...")``...
@@ -266,21 +272,25 @@ class Session:
             InvalidValueError: ``message`` is not a str, or metadata is not JSON-able.
             WriteProtectedError: The session is write-protected.
         """
+        if metadata is not None and not isinstance(metadata, dict):
+            raise InvalidValueError(f"log metadata must be a dict, got {type(metadata).__name__}")
         if extra:
             metadata = {**metadata, **extra} if metadata else extra
         if message is None:
             self._check_writable()
             return LogBuilder(self, metadata)
-        if type(message) is not str:
+        if not isinstance(message, str):
             raise InvalidValueError(f"log message must be a str, got {type(message).__name__}")
-        if metadata is not None and type(metadata) is not dict:
-            raise InvalidValueError(f"log metadata must be a dict, got {type(metadata).__name__}")
-        try:
-            canonical = _LEVELS[level]
-        except (KeyError, TypeError):
-            canonical = check_level(level)
+        level = check_level(level)
+        if metadata:
+            try:
+                metadata = normalize(metadata)
+            except InvalidValueError as exc:
+                raise InvalidValueError(f"log metadata: {exc}") from None
         # The timestamp is taken now and formatted by the agent.
-        self._log_append(timestamp=time.time(), level=canonical, message=message, metadata=metadata)
+        entry = {"timestamp": time.time(), "level": level, "message": str(message),
+                 "metadata": metadata or None}
+        self._log_put(entry)
         return None
 
     def parameters(self) -> Parameters:

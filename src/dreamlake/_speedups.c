@@ -75,6 +75,23 @@ static int is_scalar(PyObject *value) {
            type == &PyBool_Type || value == Py_None;
 }
 
+/* Send `fields` (a new reference, consumed) to the deque, or to the queue's slow path admit(). */
+static PyObject *enqueue(Gate *gate, PyObject *items_append, PyObject *admit, PyObject *fields) {
+    Py_ssize_t ticket = gate->seq++;
+    PyObject *result;
+    if (ticket - gate->taken < gate->threshold) {
+        result = PyObject_CallOneArg(items_append, fields);
+    } else {
+        PyObject *py_ticket = PyLong_FromSsize_t(ticket);
+        result = py_ticket == NULL ? NULL : PyObject_CallFunctionObjArgs(admit, fields, py_ticket, NULL);
+        Py_XDECREF(py_ticket);
+    }
+    Py_DECREF(fields);
+    if (result == NULL) return NULL;
+    Py_DECREF(result);
+    Py_RETURN_NONE;
+}
+
 static PyObject *TrackCore_append(TrackCore *self, PyObject *args, PyObject *kwargs) {
     if (PyTuple_GET_SIZE(args) != 0) {
         PyErr_SetString(PyExc_TypeError,
@@ -100,22 +117,7 @@ static PyObject *TrackCore_append(TrackCore *self, PyObject *args, PyObject *kwa
             break;
         }
     }
-    Gate *gate = self->gate;
-    Py_ssize_t ticket = gate->seq++;
-    PyObject *result;
-    if (ticket - gate->taken < gate->threshold) {
-        result = PyObject_CallOneArg(self->items_append, fields);
-    } else {
-        PyObject *py_ticket = PyLong_FromSsize_t(ticket);
-        result = py_ticket == NULL
-                     ? NULL
-                     : PyObject_CallFunctionObjArgs(self->admit, fields, py_ticket, NULL);
-        Py_XDECREF(py_ticket);
-    }
-    Py_DECREF(fields);
-    if (result == NULL) return NULL;
-    Py_DECREF(result);
-    Py_RETURN_NONE;
+    return enqueue(self->gate, self->items_append, self->admit, fields);
 }
 
 static int TrackCore_init(TrackCore *self, PyObject *args, PyObject *kwargs) {
@@ -177,6 +179,173 @@ static PyTypeObject TrackCoreType = {
     .tp_methods = TrackCore_methods,
 };
 
+/* LogCore.log(message, level="info", metadata=None, **extra): Session.log's common case in C.
+ *
+ * The fast path takes a str message, a level spelled as in `levels` (or None), metadata that is
+ * None or a dict, and str-keyed scalar values in metadata and extra; it builds the queued entry
+ * {"timestamp", "level", "message", "metadata"} and enqueues it like TrackCore.append. Anything
+ * else (a builder call without message, a bad level, nested values) goes to `slow(*args, **kwargs)`,
+ * the Python implementation, which validates, normalizes and raises with a clear message. */
+typedef struct {
+    PyObject_HEAD
+    Gate *gate;
+    PyObject *items_append;
+    PyObject *admit;
+    PyObject *levels; /* dict: accepted spelling -> canonical level */
+    PyObject *clock;  /* time.time */
+    PyObject *slow;
+} LogCore;
+
+static PyObject *s_timestamp, *s_level, *s_message, *s_metadata, *s_info;
+
+static int is_key(PyObject *key, PyObject *interned) {
+    return key == interned || (PyUnicode_CheckExact(key) && PyUnicode_Compare(key, interned) == 0);
+}
+
+/* Whether every key of `dict` is a str and every value a JSON scalar. */
+static int flat_scalars(PyObject *dict) {
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (PyDict_Next(dict, &pos, &key, &value))
+        if (!PyUnicode_CheckExact(key) || !is_scalar(value)) return 0;
+    return 1;
+}
+
+static PyObject *LogCore_log(LogCore *self, PyObject *args, PyObject *kwargs) {
+    Py_ssize_t nargs = PyTuple_GET_SIZE(args), extras = 0, pos = 0;
+    PyObject *message = nargs > 0 ? PyTuple_GET_ITEM(args, 0) : NULL;
+    PyObject *level = nargs > 1 ? PyTuple_GET_ITEM(args, 1) : NULL;
+    PyObject *metadata = nargs > 2 ? PyTuple_GET_ITEM(args, 2) : NULL;
+    PyObject *key, *value;
+    if (nargs < 1 || nargs > 3 || !PyUnicode_CheckExact(message)) goto slow;
+    if (kwargs != NULL) {
+        while (PyDict_Next(kwargs, &pos, &key, &value)) {
+            if (is_key(key, s_level)) {
+                if (level != NULL) goto slow;
+                level = value;
+            } else if (is_key(key, s_metadata)) {
+                if (metadata != NULL) goto slow;
+                metadata = value;
+            } else if (is_key(key, s_message) || !is_scalar(value)) {
+                goto slow;
+            } else {
+                extras++;
+            }
+        }
+    }
+    PyObject *canonical = s_info;
+    if (level != NULL) {
+        if (level != Py_None && !PyUnicode_CheckExact(level)) goto slow;
+        canonical = PyDict_GetItem(self->levels, level); /* str or None: hashing cannot fail */
+        if (canonical == NULL) goto slow;
+    }
+    if (metadata == Py_None) metadata = NULL;
+    if (metadata != NULL && (!PyDict_CheckExact(metadata) || !flat_scalars(metadata))) goto slow;
+
+    /* A copy: the caller may change its dict after the call returns. */
+    PyObject *merged = metadata != NULL ? PyDict_Copy(metadata) : extras ? PyDict_New() : Py_NewRef(Py_None);
+    if (merged == NULL) return NULL;
+    if (extras) {
+        pos = 0;
+        while (PyDict_Next(kwargs, &pos, &key, &value)) {
+            if (is_key(key, s_level) || is_key(key, s_metadata)) continue;
+            if (PyDict_SetItem(merged, key, value) < 0) {
+                Py_DECREF(merged);
+                return NULL;
+            }
+        }
+    }
+    PyObject *timestamp = PyObject_CallNoArgs(self->clock);
+    PyObject *entry = timestamp == NULL ? NULL : PyDict_New();
+    if (entry == NULL || PyDict_SetItem(entry, s_timestamp, timestamp) < 0 ||
+        PyDict_SetItem(entry, s_level, canonical) < 0 || PyDict_SetItem(entry, s_message, message) < 0 ||
+        PyDict_SetItem(entry, s_metadata, merged != Py_None && PyDict_GET_SIZE(merged) ? merged : Py_None) < 0) {
+        Py_XDECREF(timestamp);
+        Py_XDECREF(entry);
+        Py_DECREF(merged);
+        return NULL;
+    }
+    Py_DECREF(timestamp);
+    Py_DECREF(merged);
+    return enqueue(self->gate, self->items_append, self->admit, entry);
+slow:
+    return PyObject_Call(self->slow, args, kwargs);
+}
+
+static PyObject *LogCore_put(LogCore *self, PyObject *entry) {
+    Py_INCREF(entry);
+    return enqueue(self->gate, self->items_append, self->admit, entry);
+}
+
+static int LogCore_init(LogCore *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"gate", "items_append", "admit", "levels", "clock", "slow", NULL};
+    PyObject *gate, *items_append, *admit, *levels, *clock, *slow;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!OOO!OO", kwlist, &GateType, &gate, &items_append,
+                                     &admit, &PyDict_Type, &levels, &clock, &slow))
+        return -1;
+    Py_INCREF(gate);
+    Py_INCREF(items_append);
+    Py_INCREF(admit);
+    Py_INCREF(levels);
+    Py_INCREF(clock);
+    Py_INCREF(slow);
+    Py_XSETREF(self->gate, (Gate *)gate);
+    Py_XSETREF(self->items_append, items_append);
+    Py_XSETREF(self->admit, admit);
+    Py_XSETREF(self->levels, levels);
+    Py_XSETREF(self->clock, clock);
+    Py_XSETREF(self->slow, slow);
+    return 0;
+}
+
+static int LogCore_traverse(LogCore *self, visitproc visit, void *arg) {
+    Py_VISIT(self->gate);
+    Py_VISIT(self->items_append);
+    Py_VISIT(self->admit);
+    Py_VISIT(self->levels);
+    Py_VISIT(self->clock);
+    Py_VISIT(self->slow);
+    return 0;
+}
+
+static int LogCore_clear(LogCore *self) {
+    Py_CLEAR(self->gate);
+    Py_CLEAR(self->items_append);
+    Py_CLEAR(self->admit);
+    Py_CLEAR(self->levels);
+    Py_CLEAR(self->clock);
+    Py_CLEAR(self->slow);
+    return 0;
+}
+
+static void LogCore_dealloc(LogCore *self) {
+    PyObject_GC_UnTrack(self);
+    LogCore_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef LogCore_methods[] = {
+    {"log", (PyCFunction)(void (*)(void))LogCore_log, METH_VARARGS | METH_KEYWORDS,
+     "log(message=None, level='info', metadata=None, **extra)\n--\n\n"
+     "Queue a log entry (fire-and-forget, like Track.append), or return a builder without message."},
+    {"_log_put", (PyCFunction)LogCore_put, METH_O, "Queue a ready entry (the slow path's end)."},
+    {NULL},
+};
+
+static PyTypeObject LogCoreType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "dreamlake._speedups.LogCore",
+    .tp_doc = "The hot path of Session.log.",
+    .tp_basicsize = sizeof(LogCore),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)LogCore_init,
+    .tp_dealloc = (destructor)LogCore_dealloc,
+    .tp_traverse = (traverseproc)LogCore_traverse,
+    .tp_clear = (inquiry)LogCore_clear,
+    .tp_methods = LogCore_methods,
+};
+
 /* Decimal digits of n at dst; returns how many were written (sprintf costs ~10x as much). */
 static Py_ssize_t write_index(char *dst, Py_ssize_t n) {
     char digits[24];
@@ -235,7 +404,14 @@ static struct PyModuleDef speedups_module = {
 };
 
 PyMODINIT_FUNC PyInit__speedups(void) {
-    if (PyType_Ready(&GateType) < 0 || PyType_Ready(&TrackCoreType) < 0) return NULL;
+    if (PyType_Ready(&GateType) < 0 || PyType_Ready(&TrackCoreType) < 0 || PyType_Ready(&LogCoreType) < 0)
+        return NULL;
+    s_timestamp = PyUnicode_InternFromString("timestamp");
+    s_level = PyUnicode_InternFromString("level");
+    s_message = PyUnicode_InternFromString("message");
+    s_metadata = PyUnicode_InternFromString("metadata");
+    s_info = PyUnicode_InternFromString("info");
+    if (!s_timestamp || !s_level || !s_message || !s_metadata || !s_info) return NULL;
     PyObject *module = PyModule_Create(&speedups_module);
     if (module == NULL) return NULL;
     Py_INCREF(&GateType);
@@ -247,6 +423,12 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     Py_INCREF(&TrackCoreType);
     if (PyModule_AddObject(module, "TrackCore", (PyObject *)&TrackCoreType) < 0) {
         Py_DECREF(&TrackCoreType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    Py_INCREF(&LogCoreType);
+    if (PyModule_AddObject(module, "LogCore", (PyObject *)&LogCoreType) < 0) {
+        Py_DECREF(&LogCoreType);
         Py_DECREF(module);
         return NULL;
     }
