@@ -507,3 +507,36 @@ def test_sigterm_when_the_first_session_was_opened_in_a_thread(tmp_path: Path) -
         points = read_points(tmp_path, "loss", session=session)
         assert len(points) == 2000, session
         check_steps(points)
+
+
+@pytest.mark.parametrize("ending", ["sigterm", "atexit"])
+def test_logs_parameters_and_a_background_file_save_are_written_on_exit(tmp_path: Path, ending: str) -> None:
+    source = tmp_path / "weights.bin"
+    source.write_bytes(b"w" * 3_000_000)
+    script = make_script(
+        block("""
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        s = Session(NAME, WS, local_path=ROOT, **CFG).open()
+        for i in range(N):
+            s.log("entry", i=i)
+        s.parameters().set(model={"lr": 0.1}, epochs=3)
+        s.file(SOURCE, prefix="/ckpt").save(wait=False)
+        print("ready", flush=True)
+        if ENDING == "sigterm":
+            time.sleep(60)  # killed by the signal before this ends
+        """),
+        **params(tmp_path, N=3000, SOURCE=str(source), ENDING=ending),
+    )
+    with Child(script) as child:
+        child.expect("ready")
+        if ending == "sigterm":
+            child.signal(signal.SIGTERM)
+        status = child.wait(30)
+    assert status == (-signal.SIGTERM if ending == "sigterm" else 0), child.stderr
+    no_errors(child.stderr)
+    session = tmp_path / WORKSPACE / SESSION
+    logs = [json.loads(line) for line in (session / "logs" / "logs.jsonl").read_text().splitlines()]
+    assert [e["metadata"]["i"] for e in logs] == list(range(3000))
+    assert json.loads((session / "parameters.json").read_text())["data"] == {"model.lr": 0.1, "epochs": 3}
+    (saved,) = json.loads((session / "files" / ".files_metadata.json").read_text())["files"]
+    assert (session / "files" / saved["id"] / "weights.bin").read_bytes() == source.read_bytes()

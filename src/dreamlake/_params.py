@@ -44,7 +44,10 @@ def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
     """``{"a.b": 1}`` -> ``{"a": {"b": 1}}``. A key that is also a group (only possible in files
     written by other tools) keeps its dotted remainder rather than losing either value."""
     out: dict[str, Any] = {}
-    for key in sorted(flat, key=lambda k: k.count(SEP)):  # values before the groups below them
+    keys = list(flat)
+    if conflicts((), keys):
+        keys.sort(key=lambda k: k.count(SEP))  # values before the groups below them
+    for key in keys:
         node = out
         parts = key.split(SEP)
         for i, part in enumerate(parts[:-1]):
