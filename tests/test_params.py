@@ -17,7 +17,7 @@ from dreamlake import (
     ParameterConflictError,
     Session,
 )
-from dreamlake._params import conflicts, flatten, merge, unflatten
+from dreamlake._params import KeySet, flatten, merge, unflatten
 
 from ._subproc import SESSION, WORKSPACE, Child, block, make_script, no_errors
 
@@ -40,15 +40,17 @@ def test_unflatten_keeps_both_values_of_a_conflicting_file() -> None:
 
 
 def test_conflicts_find_values_that_are_also_groups() -> None:
-    assert conflicts(["a"], ["a.b"]) == [("a.b", "a")]
-    assert conflicts(["a.b.c"], ["a"]) == [("a", "a.b.c")]
-    assert conflicts(["a.b"], ["a.c", "ab"]) == []
+    assert KeySet(["a"]).conflicts(["a.b"]) == [("a.b", "a")]
+    assert KeySet(["a.b.c"]).conflicts(["a"]) == [("a", "a.*")]
+    assert KeySet(["a.b.c"]).conflicts(["a.b.c", "a.b.d"]) == []
+    assert KeySet(["a.b"]).conflicts(["a.c", "ab"]) == []
+    assert KeySet().conflicts(["x", "x.y"]) == [("x", "x.*"), ("x.y", "x")]  # within one change
 
 
 def test_merge_lets_the_later_change_win_a_conflict() -> None:
-    data = {"a": 1, "x": 0}
-    assert merge(data, {"a.b": 2}) == ["a"]
-    assert data == {"x": 0, "a.b": 2}
+    data = {"a": 1, "x": 0, "g.h": 1, "g.i": 2}
+    assert merge(data, [{"a.b": 2}, {"g": 3}, {"a.c": 4}]) == ["a", "g.h", "g.i"]
+    assert data == {"x": 0, "a.b": 2, "g": 3, "a.c": 4}
 
 
 def test_set_flattens_merges_and_versions(tmp_path: Path) -> None:

@@ -257,7 +257,7 @@ class LocalSink(Sink):
             # Re-read under the lock: another process may have set parameters since.
             doc = read_json(self._params_path) or {}
             data = doc.get("data") or {}
-            dropped = [key for delta in deltas for key in merge(data, delta)]
+            dropped = merge(data, deltas)
             now = utc_now_iso()
             write_json_atomic(
                 self._params_path,

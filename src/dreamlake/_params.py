@@ -10,7 +10,7 @@ file lock (so two processes setting different keys lose neither).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._agent import Agent
@@ -45,7 +45,7 @@ def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
     written by other tools) keeps its dotted remainder rather than losing either value."""
     out: dict[str, Any] = {}
     keys = list(flat)
-    if conflicts((), keys):
+    if KeySet().conflicts(keys):
         keys.sort(key=lambda k: k.count(SEP))  # values before the groups below them
     for key in keys:
         node = out
@@ -61,44 +61,62 @@ def unflatten(flat: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def conflicts(known: Iterable[str], new: Iterable[str]) -> list[tuple[str, str]]:
-    """Pairs ``(new_key, other_key)`` where one is a group holding the other (``a`` and ``a.b``)."""
-    keys = set(known)
-    new = list(new)
-    keys.update(new)
-    groups: dict[str, str] = {}  # every proper dotted prefix -> one key under it
-    for key in keys:
-        parts = key.split(SEP)
-        for i in range(1, len(parts)):
-            groups.setdefault(SEP.join(parts[:i]), key)
-    found = []
-    for key in new:
-        if key in groups:
-            found.append((key, groups[key]))
-        parts = key.split(SEP)
-        found.extend(
-            (key, prefix)
-            for prefix in (SEP.join(parts[:i]) for i in range(1, len(parts)))
-            if prefix in keys
-        )
-    return found
+def _groups_of(key: str) -> Iterator[str]:
+    """The groups a dotted name implies: ``a.b.c`` -> ``a``, ``a.b``."""
+    parts = key.split(SEP)
+    return (SEP.join(parts[:i]) for i in range(1, len(parts)))
 
 
-def merge(data: dict[str, Any], delta: Mapping[str, Any]) -> list[str]:
-    """Merge ``delta`` into ``data``; drop and return the keys of ``data`` it conflicts with.
+class KeySet:
+    """Parameter names and the groups they imply, so a conflict check costs the size of the change,
+    not of everything set so far."""
+
+    def __init__(self, keys: Iterable[str] = ()) -> None:
+        self.values: set[str] = set()
+        self.groups: set[str] = set()
+        self.update(keys)
+
+    def update(self, keys: Iterable[str]) -> None:
+        """Add names."""
+        for key in keys:
+            self.values.add(key)
+            self.groups.update(_groups_of(key))
+
+    def conflicts(self, new: Collection[str]) -> list[tuple[str, str]]:
+        """Pairs ``(name, clash)`` where a name of ``new`` would be both a value and a group, with
+        what is known or with another name of ``new``; ``clash`` is ``"a"`` or ``"a.*"``."""
+        change = KeySet(new)
+        found = []
+        for key in new:
+            if key in self.groups or key in change.groups:
+                found.append((key, f"{key}{SEP}*"))
+            found.extend(
+                (key, group) for group in _groups_of(key) if group in self.values or group in change.values
+            )
+        return found
+
+
+def merge(data: dict[str, Any], deltas: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Merge ``deltas`` in order into ``data``; drop and return the keys of ``data`` they conflict with.
 
     Only a race between processes can get here with a conflict (each process checks its own
     ``set()`` calls first); the later change wins so the file stays nestable.
     """
-    dropped = []
-    for key, other in conflicts(data, delta):
-        if other in data and other not in delta:
-            del data[other]
-            dropped.append(other)
-        elif key in data and key not in delta:
-            del data[key]
-            dropped.append(key)
-    data.update(delta)
+    keys = KeySet(data)
+    dropped: list[str] = []
+    for delta in deltas:
+        clashes = keys.conflicts(delta)
+        for key, clash in clashes:
+            if clash.endswith(SEP + "*"):  # ``key`` is a group in data: its values go
+                doomed = [k for k in data if k.startswith(key + SEP) and k not in delta]
+            else:
+                doomed = [clash] if clash in data and clash not in delta else []
+            for name in doomed:
+                del data[name]
+            dropped.extend(doomed)
+        data.update(delta)
+        keys = KeySet(data) if clashes else keys
+        keys.update(delta)
     return dropped
 
 
@@ -107,7 +125,7 @@ class Parameters:
 
     def __init__(self, session: Session) -> None:
         self._session = session
-        self._known: dict[str, Any] | None = None  # this process's view; loaded on first use
+        self._known: KeySet | None = None  # the names this process knows of; loaded on first use
         self._lock = threading.Lock()
 
     def set(self, **params: Any) -> Parameters:
@@ -128,9 +146,9 @@ class Parameters:
             return self
         with self._lock:
             known = self._load()
-            clash = conflicts(known, delta)
-            if clash:
-                key, other = clash[0]
+            clashes = known.conflicts(delta)
+            if clashes:
+                key, other = clashes[0]
                 raise ParameterConflictError(
                     f"parameter {key!r} conflicts with {other!r}: a name cannot be both a value and "
                     "a group of parameters; rename one of them"
@@ -147,10 +165,10 @@ class Parameters:
         """
         data: dict[str, Any] = self._session._call(Agent.read_parameters)
         with self._lock:
-            self._known = dict(data)
+            self._known = KeySet(data)
         return data if flatten else unflatten(data)
 
-    def _load(self) -> dict[str, Any]:
+    def _load(self) -> KeySet:
         if self._known is None:
-            self._known = dict(self._session._call(Agent.read_parameters))
+            self._known = KeySet(self._session._call(Agent.read_parameters))
         return self._known
