@@ -86,7 +86,8 @@ from typing import Any
 from bench_core import machine_facts, ns
 from dreamlake import Session
 from dreamlake._clock import utc_iso
-from dreamlake._jsonl import encode_lines, encode_log_lines
+from dreamlake._jsonl import LEVEL, TIMESTAMP, encode_lines, encode_log_lines
+from dreamlake._jsonl import MESSAGE as MESSAGE_KEY
 from dreamlake._values import normalize
 
 perf_counter_ns = time.perf_counter_ns
@@ -256,8 +257,8 @@ def log_breakdown(root: Path, n: int) -> dict[str, Any]:
         measure("session.log(msg, level='info')",
                 lambda: [session.log(MESSAGE, level="info") for _ in range(n)], flush)
         measure("Session._log_put(entry dict built in the loop)",
-                lambda: [session._log_put({"timestamp": 1.0, "level": "info", "message": MESSAGE,
-                                           "metadata": None}) for _ in range(n)], flush)
+                lambda: [session._log_put({TIMESTAMP: 1.0, LEVEL: "info", MESSAGE_KEY: MESSAGE})
+                         for _ in range(n)], flush)
         measure("Session._log_slow(msg, level='info')",
                 lambda: [session._log_slow(MESSAGE, level="info") for _ in range(n)], flush)
     shutil.rmtree(root, ignore_errors=True)
@@ -267,8 +268,12 @@ def log_breakdown(root: Path, n: int) -> dict[str, Any]:
     ]
     measure("_values.normalize(entry with metadata)", lambda: [normalize(e) for e in entries])
     measure("_values.normalize(metadata)", lambda: [normalize(e["metadata"]) for e in entries])
-    plain_entries = [dict(e, metadata=None) for e in entries]
-    measure("agent: _jsonl.encode_log_lines per entry", lambda: encode_log_lines(0, plain_entries))
+    # Queued entries as log() builds them (_jsonl.encode_log_lines): flat, own fields under 0, 1, 2.
+    queued = [{TIMESTAMP: e["timestamp"], LEVEL: "info", MESSAGE_KEY: MESSAGE} for e in entries]
+    queued_step = [dict(q, step=i) for i, q in enumerate(queued)]
+    measure("agent: _jsonl.encode_log_lines per entry", lambda: encode_log_lines(0, queued))
+    measure("agent: _jsonl.encode_log_lines per entry with metadata",
+            lambda: encode_log_lines(0, queued_step))
     measure("agent: _clock.utc_iso per entry", lambda: [utc_iso(e["timestamp"]) for e in entries])
     points = [{"value": 0.5, "step": i} for i in range(n)]
     measure("agent: _jsonl.encode_lines per track point", lambda: encode_lines(0, points))

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from dreamlake import InvalidValueError, _hotpath
+from dreamlake._jsonl import LEVEL, MESSAGE, TIMESTAMP
 from dreamlake._values import normalize
 
 IMPLEMENTATIONS = [(_hotpath.PyGate, _hotpath.PyTrackCore)]
@@ -113,8 +114,9 @@ def test_log_fast_path_queues_what_the_slow_path_queues(
         s.log(*args, **kwargs)
         s._log_slow(*args, **kwargs)
         fast, slow = dict(items[-2]), dict(items[-1])
-        assert fast.pop("timestamp") <= slow.pop("timestamp")
+        assert fast.pop(TIMESTAMP) <= slow.pop(TIMESTAMP)
         assert fast == slow
+        assert all(type(key) is str for key in fast if key not in (LEVEL, MESSAGE))
 
 
 def test_log_copies_the_callers_metadata(tmp_path: Any) -> None:
@@ -124,4 +126,14 @@ def test_log_copies_the_callers_metadata(tmp_path: Any) -> None:
         metadata = {"a": 1}
         s.log("msg", metadata=metadata)
         metadata["a"] = 2
-        assert s._queue.logs.items[-1]["metadata"] == {"a": 1}
+        assert s._queue.logs.items[-1]["a"] == 1
+
+
+def test_a_queued_log_entry_is_not_tracked_by_the_gc(tmp_path: Any) -> None:
+    # A full queue of GC-tracked entries slows every collection; a flat dict of scalars is not tracked.
+    from dreamlake import Session
+
+    with Session("l", "w", local_path=tmp_path, batch_size=1000, flush_interval=3600) as s:
+        s.log("msg", step=1, loss=0.5)
+        s.log("msg", metadata={"epoch": 2})
+        assert not any(gc.is_tracked(entry) for entry in s._queue.logs.items)

@@ -36,6 +36,7 @@ class _Sequence(msgspec.Struct, rename={"index": "sequenceNumber"}):
 
 
 _ENCODER = msgspec.json.Encoder()
+TIMESTAMP, LEVEL, MESSAGE = 0, 1, 2  # the keys of a queued log entry's own fields
 _LINES_DECODER = msgspec.json.Decoder(list[dict[str, Any]])
 
 
@@ -48,18 +49,26 @@ def encode_lines(first_index: int, points: Sequence[dict[str, Any]]) -> bytes:
     return frame_lines(first_index, blob)
 
 
-def encode_log_lines(first: int, entries: Sequence[dict[str, Any]]) -> bytes:
-    """Encode queued log entries (``timestamp`` as POSIX seconds) as numbered ``logs.jsonl`` lines."""
+def encode_log_lines(first: int, entries: Sequence[dict[Any, Any]]) -> bytes:
+    """Encode queued log entries as numbered ``logs.jsonl`` lines.
+
+    A queued entry is one flat dict: the user's metadata under its str keys, and the timestamp (POSIX
+    seconds), level and message under the int keys ``TIMESTAMP``, ``LEVEL``, ``MESSAGE``, which no
+    metadata key can be. A dict of scalars is not tracked by the garbage collector; an entry holding
+    a metadata dict would be, and a full queue of those makes every collection slow.
+    """
     lines = []
     for number, entry in enumerate(entries, first):
-        line = {
+        line: dict[str, Any] = {
             "sequenceNumber": number,
-            "timestamp": utc_iso(entry["timestamp"]),
-            "level": entry["level"],
-            "message": entry["message"],
+            "timestamp": utc_iso(entry[TIMESTAMP]),
+            "level": entry[LEVEL],
+            "message": entry[MESSAGE],
         }
-        if entry["metadata"]:  # 0.2.x omits empty metadata
-            line["metadata"] = entry["metadata"]
+        if len(entry) > 3:  # 0.2.x omits empty metadata
+            metadata = dict(entry)  # not in place: a failed write is retried with the same entries
+            del metadata[TIMESTAMP], metadata[LEVEL], metadata[MESSAGE]
+            line["metadata"] = metadata
         lines.append(line)
     blob = _ENCODER.encode_lines(lines)
     if b"null" in blob:

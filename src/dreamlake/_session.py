@@ -31,6 +31,7 @@ from ._exceptions import (
 )
 from ._files import FileHandle
 from ._hotpath import LogCore
+from ._jsonl import LEVEL, MESSAGE, TIMESTAMP
 from ._local import LocalSink
 from ._logs import LEVEL_LOOKUP as _LEVELS
 from ._logs import LogBuilder, check_level
@@ -287,9 +288,9 @@ class Session(LogCore):
                 metadata = normalize(metadata)
             except InvalidValueError as exc:
                 raise InvalidValueError(f"log metadata: {exc}") from None
-        # The timestamp is taken now and formatted by the agent.
-        entry = {"timestamp": time.time(), "level": level, "message": str(message),
-                 "metadata": metadata or None}
+        # The timestamp is taken now and formatted by the agent (see _jsonl.encode_log_lines).
+        entry: dict[Any, Any] = dict(metadata) if metadata else {}
+        entry[TIMESTAMP], entry[LEVEL], entry[MESSAGE] = time.time(), level, str(message)
         self._log_put(entry)
         return None
 

@@ -183,7 +183,7 @@ static PyTypeObject TrackCoreType = {
  *
  * The fast path takes a str message, a level spelled as in `levels` (or None), metadata that is
  * None or a dict, and str-keyed scalar values in metadata and extra; it builds the queued entry
- * {"timestamp", "level", "message", "metadata"} and enqueues it like TrackCore.append. Anything
+ * (see _jsonl.encode_log_lines) and enqueues it like TrackCore.append. Anything
  * else (a builder call without message, a bad level, nested values) goes to `slow(*args, **kwargs)`,
  * the Python implementation, which validates, normalizes and raises with a clear message. */
 typedef struct {
@@ -196,7 +196,8 @@ typedef struct {
     PyObject *slow;
 } LogCore;
 
-static PyObject *s_timestamp, *s_level, *s_message, *s_metadata, *s_info;
+static PyObject *s_level, *s_message, *s_metadata, *s_info;  /* keyword names */
+static PyObject *k_timestamp, *k_level, *k_message;           /* 0, 1, 2: keys of a queued entry */
 
 static int is_key(PyObject *key, PyObject *interned) {
     return key == interned || (PyUnicode_CheckExact(key) && PyUnicode_Compare(key, interned) == 0);
@@ -242,32 +243,27 @@ static PyObject *LogCore_log(LogCore *self, PyObject *args, PyObject *kwargs) {
     if (metadata == Py_None) metadata = NULL;
     if (metadata != NULL && (!PyDict_CheckExact(metadata) || !flat_scalars(metadata))) goto slow;
 
-    /* A copy: the caller may change its dict after the call returns. */
-    PyObject *merged = metadata != NULL ? PyDict_Copy(metadata) : extras ? PyDict_New() : Py_NewRef(Py_None);
-    if (merged == NULL) return NULL;
+    /* One flat dict (see _jsonl.encode_log_lines): a copy of the metadata, the extra keywords, and
+     * the entry's own fields under the int keys 0, 1, 2. */
+    PyObject *entry = metadata != NULL ? PyDict_Copy(metadata) : PyDict_New();
+    if (entry == NULL) return NULL;
     if (extras) {
         pos = 0;
         while (PyDict_Next(kwargs, &pos, &key, &value)) {
             if (is_key(key, s_level) || is_key(key, s_metadata)) continue;
-            if (PyDict_SetItem(merged, key, value) < 0) {
-                Py_DECREF(merged);
-                return NULL;
-            }
+            if (PyDict_SetItem(entry, key, value) < 0) goto fail;
         }
     }
     PyObject *timestamp = PyObject_CallNoArgs(self->clock);
-    PyObject *entry = timestamp == NULL ? NULL : PyDict_New();
-    if (entry == NULL || PyDict_SetItem(entry, s_timestamp, timestamp) < 0 ||
-        PyDict_SetItem(entry, s_level, canonical) < 0 || PyDict_SetItem(entry, s_message, message) < 0 ||
-        PyDict_SetItem(entry, s_metadata, merged != Py_None && PyDict_GET_SIZE(merged) ? merged : Py_None) < 0) {
-        Py_XDECREF(timestamp);
-        Py_XDECREF(entry);
-        Py_DECREF(merged);
-        return NULL;
-    }
+    if (timestamp == NULL) goto fail;
+    int failed = PyDict_SetItem(entry, k_timestamp, timestamp) < 0;
     Py_DECREF(timestamp);
-    Py_DECREF(merged);
+    if (failed || PyDict_SetItem(entry, k_level, canonical) < 0 || PyDict_SetItem(entry, k_message, message) < 0)
+        goto fail;
     return enqueue(self->gate, self->items_append, self->admit, entry);
+fail:
+    Py_DECREF(entry);
+    return NULL;
 slow:
     return PyObject_Call(self->slow, args, kwargs);
 }
@@ -406,12 +402,14 @@ static struct PyModuleDef speedups_module = {
 PyMODINIT_FUNC PyInit__speedups(void) {
     if (PyType_Ready(&GateType) < 0 || PyType_Ready(&TrackCoreType) < 0 || PyType_Ready(&LogCoreType) < 0)
         return NULL;
-    s_timestamp = PyUnicode_InternFromString("timestamp");
+    k_timestamp = PyLong_FromLong(0);
+    k_level = PyLong_FromLong(1);
+    k_message = PyLong_FromLong(2);
     s_level = PyUnicode_InternFromString("level");
     s_message = PyUnicode_InternFromString("message");
     s_metadata = PyUnicode_InternFromString("metadata");
     s_info = PyUnicode_InternFromString("info");
-    if (!s_timestamp || !s_level || !s_message || !s_metadata || !s_info) return NULL;
+    if (!k_timestamp || !k_level || !k_message || !s_level || !s_message || !s_metadata || !s_info) return NULL;
     PyObject *module = PyModule_Create(&speedups_module);
     if (module == NULL) return NULL;
     Py_INCREF(&GateType);
