@@ -222,6 +222,5 @@ class Agent:
         return error
 
 
-
 def _what(buffer: TrackBuffer, queue: PointQueue) -> str:
     return "logs" if buffer is queue.logs else f"track {buffer.spec.name!r}"

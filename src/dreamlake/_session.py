@@ -289,7 +289,7 @@ class Session(LogCore):
             except InvalidValueError as exc:
                 raise InvalidValueError(f"log metadata: {exc}") from None
         # The timestamp is taken now and formatted by the agent (see _jsonl.encode_log_lines).
-        entry: dict[Any, Any] = dict(metadata) if metadata else {}
+        entry: dict[Any, Any] = metadata or {}  # normalize() made it a copy
         entry[TIMESTAMP], entry[LEVEL], entry[MESSAGE] = time.time(), level, str(message)
         self._log_put(entry)
         return None
