@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import pytest
 
-import dreamlake._session
+import dreamlake._session_core
 from dreamlake._local import LocalSink
 from dreamlake._sink import TrackSpec
 
@@ -43,7 +43,7 @@ class FailingSink(LocalSink):
 
 
 def install(monkeypatch: pytest.MonkeyPatch, sink: type[LocalSink]) -> None:
-    monkeypatch.setattr(dreamlake._session, "LocalSink", sink)
+    monkeypatch.setattr(dreamlake._session_core, "LocalSink", sink)
 
 
 class SlowFirstWriteSink(LocalSink):

@@ -12,7 +12,7 @@ or calls the queue's slow path ``admit(fields, ticket)``.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 from ._values import SCALAR_TYPES
@@ -38,67 +38,80 @@ class PyGate:
         return next(self._seq)
 
 
+class PyReady:
+    """Python twin of ``_speedups.Ready``: an awaitable that is already done."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        return
+        yield  # a generator that ends at once
+
+
 class PyTrackCore:
     """Python twin of ``_speedups.TrackCore``."""
 
-    __slots__ = ("_admit", "_gate", "_items_append", "_normalize")
+    __slots__ = ("_admit", "_done", "_gate", "_items_append", "_normalize")
 
     def __init__(
         self,
         gate: PyGate,
         items_append: Callable[[dict[str, Any]], None],
-        admit: Callable[[dict[str, Any], int], None],
+        admit: Callable[[dict[str, Any], int], Any],
         normalize: Callable[[Any], dict[str, Any]],
+        done: Any = None,
     ) -> None:
         self._gate = gate
         self._items_append = items_append
         self._admit = admit
         self._normalize = normalize
+        self._done = done
 
-    def append(self, **fields: Any) -> None:
-        """Queue one point (fire-and-forget)."""
+    def append(self, **fields: Any) -> Any:
+        """Queue one point (fire-and-forget); return ``done``, or what the slow path returns."""
         for value in fields.values():
             if type(value) not in SCALAR_TYPES:
                 fields = self._normalize(fields)
                 break
-        gate = self._gate
-        ticket = next(gate._seq)
-        if ticket - gate.taken < gate.threshold:
-            self._items_append(fields)
-        else:
-            self._admit(fields, ticket)
+        return _enqueue(self, fields)
+
+
+def _enqueue(core: PyTrackCore | PyLogCore, fields: dict[Any, Any]) -> Any:
+    gate = core._gate
+    ticket = next(gate._seq)
+    if ticket - gate.taken < gate.threshold:
+        core._items_append(fields)
+        return core._done
+    return core._admit(fields, ticket)
 
 
 class PyLogCore:
     """Python twin of ``_speedups.LogCore``: every call takes the slow path, ``Session._log_slow``."""
 
-    __slots__ = ("_admit", "_gate", "_items_append", "_slow")
+    __slots__ = ("_admit", "_done", "_gate", "_items_append", "_slow")
 
     def __init__(
         self,
         gate: PyGate,
         items_append: Callable[[dict[str, Any]], None],
-        admit: Callable[[dict[str, Any], int], None],
+        admit: Callable[[dict[str, Any], int], Any],
         levels: dict[str | None, str],
         clock: Callable[[], float],
         slow: Callable[..., Any],
+        done: Any = None,
     ) -> None:
         self._gate = gate
         self._items_append = items_append
         self._admit = admit
         self._slow = slow
+        self._done = done
 
     def log(self, *args: Any, **kwargs: Any) -> Any:
         """Queue a log entry, or return a builder without message."""
         return self._slow(*args, **kwargs)
 
-    def _log_put(self, entry: dict[str, Any]) -> None:
-        gate = self._gate
-        ticket = next(gate._seq)
-        if ticket - gate.taken < gate.threshold:
-            self._items_append(entry)
-        else:
-            self._admit(entry, ticket)
+    def _log_put(self, entry: dict[Any, Any]) -> Any:
+        return _enqueue(self, entry)
 
 
 def py_frame_lines(first_index: int, blob: bytes) -> bytes:
@@ -111,6 +124,7 @@ def py_frame_lines(first_index: int, blob: bytes) -> bytes:
 try:
     from ._speedups import Gate as Gate
     from ._speedups import LogCore as LogCore
+    from ._speedups import Ready as Ready
     from ._speedups import TrackCore as TrackCore
     from ._speedups import frame_lines as frame_lines
 
@@ -118,6 +132,7 @@ try:
 except ImportError:  # built without a C compiler: same behaviour, slower
     Gate = PyGate  # type: ignore[assignment,misc]
     LogCore = PyLogCore  # type: ignore[assignment,misc]
+    Ready = PyReady  # type: ignore[assignment,misc]
     TrackCore = PyTrackCore  # type: ignore[assignment,misc]
     frame_lines = py_frame_lines
     COMPILED = False

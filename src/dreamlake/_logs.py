@@ -12,6 +12,7 @@ from ._exceptions import InvalidArgumentError
 
 if TYPE_CHECKING:
     from ._session import Session
+    from ._session_core import SessionCore
 
 LEVELS = ("debug", "info", "warn", "error", "fatal")
 # Exact spellings first, so the common call needs one dict lookup and no str.lower(); None is
@@ -38,38 +39,39 @@ class LogBuilder:
     """What ``session.log(metadata=...)`` returns without a message: call a level on it.
 
     ``session.log(metadata={"epoch": 1}).info("started", lr=0.1)`` logs ``"started"`` with the
-    metadata of both calls (the level method's keywords win).
+    metadata of both calls (the level method's keywords win). On an ``AsyncSession`` the level
+    methods return what ``log()`` returns there: await it.
     """
 
     __slots__ = ("_metadata", "_session")
 
-    def __init__(self, session: Session, metadata: dict[str, Any] | None) -> None:
+    def __init__(self, session: SessionCore, metadata: dict[str, Any] | None) -> None:
         self._session = session
         self._metadata = metadata
 
-    def _write(self, level: str, message: str, extra: dict[str, Any]) -> None:
+    def _write(self, level: str, message: str, extra: dict[str, Any]) -> Any:
         metadata = {**self._metadata, **extra} if self._metadata else extra
-        self._session.log(message, level=level, metadata=metadata or None)
+        return self._session.log(message, level=level, metadata=metadata or None)
 
-    def debug(self, message: str, **extra: Any) -> None:
+    def debug(self, message: str, **extra: Any) -> Any:
         """Log ``message`` at level ``debug``."""
-        self._write("debug", message, extra)
+        return self._write("debug", message, extra)
 
-    def info(self, message: str, **extra: Any) -> None:
+    def info(self, message: str, **extra: Any) -> Any:
         """Log ``message`` at level ``info``."""
-        self._write("info", message, extra)
+        return self._write("info", message, extra)
 
-    def warn(self, message: str, **extra: Any) -> None:
+    def warn(self, message: str, **extra: Any) -> Any:
         """Log ``message`` at level ``warn``."""
-        self._write("warn", message, extra)
+        return self._write("warn", message, extra)
 
-    def error(self, message: str, **extra: Any) -> None:
+    def error(self, message: str, **extra: Any) -> Any:
         """Log ``message`` at level ``error``."""
-        self._write("error", message, extra)
+        return self._write("error", message, extra)
 
-    def fatal(self, message: str, **extra: Any) -> None:
+    def fatal(self, message: str, **extra: Any) -> Any:
         """Log ``message`` at level ``fatal``."""
-        self._write("fatal", message, extra)
+        return self._write("fatal", message, extra)
 
 
 def _level_of(levelno: int) -> str:

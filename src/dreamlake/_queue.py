@@ -24,12 +24,14 @@ import itertools
 import threading
 import warnings
 from collections import deque
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from typing import Any
+
+import anyio
 
 from ._config import AgentConfig
 from ._exceptions import DreamlakeError, QueueFullError, StorageError
-from ._hotpath import Gate
+from ._hotpath import Gate, Ready
 from ._sink import TrackSpec
 
 
@@ -46,6 +48,8 @@ class TrackBuffer:
 
 
 LOGS = ".logs"  # the log entries' buffer; no track name can start with "."
+READY = Ready()  # what the async face's append returns when the point is queued without waiting
+_RECHECK = 0.5  # seconds between re-checks of why a wait for room should end (closed, failing sink)
 
 
 class PointQueue:
@@ -77,6 +81,7 @@ class PointQueue:
         # Reentrant so that a signal handler running on a thread that holds it can step out of it.
         self._lock = threading.RLock()
         self._room = threading.Condition(self._lock)
+        self._room_event: anyio.Event | None = None  # what async callers waiting for room await
         self._warned_drop = False
 
     def open(self) -> None:
@@ -135,6 +140,23 @@ class PointQueue:
 
     def admit(self, buffer: TrackBuffer, fields: dict[str, Any], ticket: int) -> None:
         """Slow path of ``append``: refuse, queue and wake the agent, or apply ``on_full``."""
+        if not self._admit_now(buffer, fields, ticket, self.config.on_full):
+            self._wait_for_room(ticket)
+            buffer.items.append(fields)
+
+    def admit_nowait(self, buffer: TrackBuffer, fields: dict[str, Any], ticket: int) -> None:
+        """Slow path of ``append_nowait``: as :meth:`admit`, but ``block`` raises instead of waiting."""
+        policy = self.config.on_full
+        self._admit_now(buffer, fields, ticket, "raise" if policy == "block" else policy)
+
+    def admit_async(self, buffer: TrackBuffer, fields: dict[str, Any], ticket: int) -> Awaitable[None]:
+        """Slow path of the async face's ``append``: under ``block``, return what to await for room."""
+        if self._admit_now(buffer, fields, ticket, self.config.on_full):
+            return READY
+        return self._wait_for_room_async(buffer, fields, ticket)
+
+    def _admit_now(self, buffer: TrackBuffer, fields: dict[str, Any], ticket: int, policy: str) -> bool:
+        """Refuse, queue, or apply a policy other than ``block``; False if the caller must wait."""
         refusal = self.refusal()
         if refusal is not None:
             self.release(1)
@@ -142,12 +164,9 @@ class PointQueue:
         if ticket - self.gate.taken < self.config.max_queue:
             buffer.items.append(fields)
             self.wake()
-            return
-        policy = self.config.on_full
+            return True
         if policy == "block":
-            self._wait_for_room(ticket)
-            buffer.items.append(fields)
-            return
+            return False
         if policy == "raise":
             self.release(1)
             raise QueueFullError(
@@ -160,6 +179,7 @@ class PointQueue:
             self.dropped += 1
             self.gate.taken += 1
         self._warn_drop()
+        return True
 
     def _drop_oldest(self, preferred: TrackBuffer) -> bool:
         """Drop the oldest queued point of ``preferred``, else of the fullest track."""
@@ -181,7 +201,28 @@ class PointQueue:
                 if self._mark_woken():
                     self.waker()  # non-blocking: it only schedules a callback on the agent's loop
                 # The timeout only re-checks the refusal; room is signalled by release().
-                self._room.wait(0.5)
+                self._room.wait(_RECHECK)
+
+    async def _wait_for_room_async(self, buffer: TrackBuffer, fields: dict[str, Any], ticket: int) -> None:
+        # The async face runs on the agent's own loop: wait for the event release() sets, never block.
+        try:
+            while ticket - self.gate.taken >= self.config.max_queue:
+                refusal = self.refusal() or self.failure
+                if refusal is not None:
+                    raise refusal
+                with self._lock:
+                    woken = self._mark_woken()
+                    if self._room_event is None:
+                        self._room_event = anyio.Event()
+                    room = self._room_event
+                if woken:
+                    self.waker()
+                with anyio.move_on_after(_RECHECK):
+                    await room.wait()
+        except BaseException:  # refused or cancelled: the ticket leaves, the point was never queued
+            self.release(1)
+            raise
+        buffer.items.append(fields)
 
     def _warn_drop(self) -> None:
         if not self._warned_drop:
@@ -274,3 +315,6 @@ class PointQueue:
         with self._lock:
             self.gate.taken += count
             self._room.notify_all()
+            event, self._room_event = self._room_event, None
+        if event is not None:
+            event.set()  # async waiters: always on the loop that calls this (the agent's)

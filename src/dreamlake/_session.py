@@ -1,58 +1,34 @@
 """``Session``: the synchronous face of the agent, and the ``@dreamlake_session`` decorator.
 
-Its handles live in their own modules: ``track()`` in ``_track.py``, ``parameters()`` in
-``_params.py``, ``file()`` in ``_files.py``, and the builder ``log()`` returns in ``_logs.py``.
-``log()`` is a hot path, queued like a track's ``append``: its common case is ``LogCore.log`` (C, in
-``_hotpath.py``), and everything else is ``Session._log_slow`` here.
+The agent runs on an event loop in a background thread (``_runner.py``); this face reaches it
+through a blocking portal. What both faces share is in ``_session_core.py``; the handles are in
+their own modules: ``track()`` in ``_track.py``, ``parameters()`` in ``_params.py``, ``file()`` in
+``_files.py``, and the builder ``log()`` returns in ``_logs.py``.
 """
 
 from __future__ import annotations
 
-import enum
 import functools
 import os
 import threading
-import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
-from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
 from . import _lifecycle
 from ._agent import Agent
-from ._config import DEFAULT_LOCAL_PATH, AgentConfig, OnFull
-from ._exceptions import (
-    ConfigError,
-    DreamlakeError,
-    InvalidValueError,
-    SessionClosedError,
-    WriteProtectedError,
-)
+from ._exceptions import DreamlakeError, SessionClosedError
 from ._files import FileHandle
-from ._hotpath import LogCore
-from ._jsonl import LEVEL, MESSAGE, TIMESTAMP
-from ._local import LocalSink
-from ._logs import LEVEL_LOOKUP as _LEVELS
-from ._logs import LogBuilder, check_level
-from ._names import check_name
 from ._params import Parameters
-from ._queue import PointQueue
 from ._runner import AgentThread
-from ._sink import TrackSpec
+from ._session_core import SessionCore, State
 from ._track import Track
-from ._values import normalize
 
 T = TypeVar("T")
 
 
-class _State(enum.Enum):
-    NEW = "new"
-    OPEN = "open"
-    CLOSED = "closed"
-
-
-class Session(LogCore):
+class Session(SessionCore):
     """One experiment run: its tracks, logs, parameters and files, written by a background agent.
 
     Use it as ``with Session(...) as session:``, or call :meth:`open` and :meth:`close`.
@@ -78,106 +54,32 @@ class Session(LogCore):
         close_timeout: See :class:`AgentConfig`; also ``DREAMLAKE_CLOSE_TIMEOUT``.
     """
 
-    def __init__(
-        self,
-        name: str,
-        workspace: str,
-        *,
-        local_path: str | os.PathLike[str] | None = None,
-        remote: str | None = None,
-        api_key: str | None = None,
-        user_name: str | None = None,
-        description: str | None = None,
-        tags: list[str] | None = None,
-        folder: str | None = None,
-        metadata: dict[str, Any] | None = None,
-        write_protected: bool = False,
-        max_queue: int | None = None,
-        on_full: OnFull | None = None,
-        batch_size: int | None = None,
-        flush_interval: float | None = None,
-        close_timeout: float | None = None,
-    ) -> None:
-        self.name = check_name("session", name)
-        self.workspace = check_name("workspace", workspace)
-        if remote is not None:
-            raise ConfigError(
-                "remote mode is not available in this version of dreamlake; use local_path"
-            )
-        self.config = AgentConfig.resolve(
-            {
-                "max_queue": max_queue,
-                "on_full": on_full,
-                "batch_size": batch_size,
-                "flush_interval": flush_interval,
-                "close_timeout": close_timeout,
-            }
-        )
-        root = local_path or os.environ.get("DREAMLAKE_LOCAL_PATH") or DEFAULT_LOCAL_PATH
-        self.local_path = Path(root)
-        self.description = description
-        self.tags = tags
-        self.folder = folder
-        self.metadata = metadata
-        self.write_protected = write_protected
-        self._state = _State.NEW
-        self._state_lock = threading.RLock()
-        self._queue = PointQueue(self.config)
-        self._queue.refusal = self._refusal
+    def _setup(self) -> None:
         self._tracks: dict[str, Track] = {}
         self._runner: AgentThread | None = None
         self._parameters = Parameters(self)
-        logs = self._queue.logs
-        super().__init__(
-            self._queue.gate,
-            logs.items.append,
-            functools.partial(self._queue.admit, logs),
-            _LEVELS,
-            time.time,
-            self._log_slow,
-        )
-
-    @property
-    def path(self) -> Path:
-        """The session's directory in local storage."""
-        return self.local_path / self.workspace / self.name
-
-    @property
-    def is_open(self) -> bool:
-        """Whether the session accepts calls."""
-        return self._state is _State.OPEN
 
     def open(self) -> Session:
         """Create or update the session's storage and start the agent. Returns ``self``."""
         with self._state_lock:
-            if self._state is _State.OPEN:
+            if self._state is State.OPEN:
                 return self
-            if self._state is _State.CLOSED:
+            if self._state is State.CLOSED:
                 raise SessionClosedError(
                     f"session {self.name!r} was closed; create a new Session to log again"
                 )
             self._start_agent()
-            self._state = _State.OPEN
+            self._state = State.OPEN
         _lifecycle.register(self)
         return self
 
     def _start_agent(self) -> None:
-        session_fields = {
-            "name": self.name,
-            "description": self.description,
-            "tags": self.tags,
-            "folder": self.folder,
-            "metadata": self.metadata,
-            "write_protected": self.write_protected,
-        }
-        sink = LocalSink(self.local_path, self.workspace, session_fields)
+        sink = self._new_sink()
         runner = AgentThread(Agent(self._queue, sink))
         self._queue.waker = runner.wake
         runner.start()
         self._runner = runner
-        self.write_protected = sink.write_protected
-        if not self.write_protected:
-            self._queue.open()
+        self._sink_opened(sink)
 
     def close(self, timeout: float | None = None) -> None:
         """Write everything queued, then stop the agent. Idempotent.
@@ -190,9 +92,9 @@ class Session(LogCore):
             StorageError: The sink failed; the error says why.
         """
         with self._state_lock:
-            if self._state is _State.OPEN:
+            if self._state is State.OPEN:
                 self._queue.shut()
-            self._state = _State.CLOSED
+            self._state = State.CLOSED
             runner = self._runner
             if runner is None or runner.stopped:
                 return
@@ -225,74 +127,11 @@ class Session(LogCore):
         track = self._tracks.get(name)
         if track is None or description is not None or tags is not None or metadata is not None:
             self._check_open()
-            track = self._new_track(name, description, tags, metadata)
-        return track
-
-    def _new_track(
-        self,
-        name: str,
-        description: str | None,
-        tags: list[str] | None,
-        metadata: dict[str, Any] | None,
-    ) -> Track:
-        check_name("track", name)
-        with self._state_lock:
-            track = self._tracks.get(name)
-            if track is None:
-                buffer = self._queue.buffer(TrackSpec(name, description, tags, metadata))
+            buffer, created = self._track_buffer(name, description, tags, metadata)
+            if created:
                 track = self._tracks[name] = Track(self, self._queue, buffer)
-            else:
-                spec = track._buffer.spec
-                spec.description = description if description is not None else spec.description
-                spec.tags = tags if tags is not None else spec.tags
-                spec.metadata = metadata if metadata is not None else spec.metadata
-                track._buffer.spec_dirty = True
-            if self.write_protected:  # a handle to read with; its fields are not stored
-                track._buffer.spec_dirty = False
-            return track
-
-    def _log_slow(
-        self,
-        message: str | None = None,
-        level: str | None = "info",
-        metadata: dict[str, Any] | None = None,
-        **extra: Any,
-    ) -> LogBuilder | None:
-        """``session.log()``: queue a log entry (fire-and-forget, like ``append``), or return a builder.
-
-        ``session.log("epoch done", level="info", epoch=3)`` logs at once; without a message,
-        ``session.log(metadata={...})`` returns a builder: ``.info("...")``, ``.error("...")``...
-
-        Args:
-            message: The text; ``None`` returns a :class:`LogBuilder` instead.
-            level: ``debug``, ``info``, ``warn``, ``error`` or ``fatal``, in any case (``None``: info).
-            metadata: JSON-able dict stored with the entry; ``extra`` keywords are merged into it.
-
-        Raises:
-            InvalidArgumentError: Unknown level (a ``ValueError``).
-            InvalidValueError: ``message`` is not a str, or metadata is not JSON-able.
-            WriteProtectedError: The session is write-protected.
-        """
-        if metadata is not None and not isinstance(metadata, dict):
-            raise InvalidValueError(f"log metadata must be a dict, got {type(metadata).__name__}")
-        if extra:
-            metadata = {**metadata, **extra} if metadata else extra
-        if message is None:
-            self._check_writable()
-            return LogBuilder(self, metadata)
-        if not isinstance(message, str):
-            raise InvalidValueError(f"log message must be a str, got {type(message).__name__}")
-        level = check_level(level)
-        if metadata:
-            try:
-                metadata = normalize(metadata)
-            except InvalidValueError as exc:
-                raise InvalidValueError(f"log metadata: {exc}") from None
-        # The timestamp is taken now and formatted by the agent (see _jsonl.encode_log_lines).
-        entry: dict[Any, Any] = metadata or {}  # normalize() made it a copy
-        entry[TIMESTAMP], entry[LEVEL], entry[MESSAGE] = time.time(), level, str(message)
-        self._log_put(entry)
-        return None
+            track = self._tracks[name]
+        return track
 
     def parameters(self) -> Parameters:
         """The session's parameters: ``.set(**params)`` and ``.get(flatten=True)``."""
@@ -319,14 +158,6 @@ class Session(LogCore):
         """List every track of the session (``trackId, name, description, tags, totalDataPoints``...)."""
         return self._call(Agent.list_tracks)
 
-    def agent_stats(self) -> dict[str, Any]:
-        """Counters of the background agent: written, queued, dropped, writeErrors, flushes, lastError."""
-        runner = self._runner  # kept after close(), so the final counters stay readable
-        if runner is None:
-            return {"written": 0, "queued": 0, "dropped": self._queue.dropped, "writeErrors": 0,
-                    "flushes": 0, "lastError": None}
-        return runner.agent.stats()
-
     def __enter__(self) -> Session:
         return self.open()
 
@@ -338,44 +169,21 @@ class Session(LogCore):
     ) -> None:
         self.close()
 
-    def __repr__(self) -> str:
-        return f"<Session {self.workspace}/{self.name} {self._state.value}>"
+    # Plumbing for the handles.
 
-    # Plumbing shared with Track.
-
-    def _check_open(self) -> None:
-        error = self._closed()
-        if error is not None:
-            raise error
-
-    def _check_writable(self) -> None:
-        error = self._refusal()
-        if error is not None:
-            raise error
-
-    def _refusal(self) -> DreamlakeError | None:
-        """Why writes are refused now, or ``None`` (the queue asks this on its slow path)."""
-        error = self._closed()
-        if error is None and self.write_protected:
-            error = WriteProtectedError(
-                f"session {self.workspace}/{self.name} is write-protected: its parameters, logs, "
-                "tracks and files are read-only"
-            )
-        return error
+    @property
+    def _agent(self) -> Agent | None:
+        return None if self._runner is None else self._runner.agent
 
     def _closed(self) -> DreamlakeError | None:
-        """Why calls are refused now, or ``None``; restarts the agent in a forked child."""
-        if self._state is not _State.OPEN:
-            return SessionClosedError(
-                f"session {self.name!r} is {self._state.value}; use 'with Session(...) as s:' "
-                "or call open() first"
-            )
-        if self._runner is None:  # a forked child's first call: start its own agent
+        """Why calls are refused now, or ``None``; starts the agent of a forked child."""
+        error = super()._closed()
+        if error is None and self._runner is None:  # a forked child's first call
             with self._state_lock:
                 if self._runner is None:
                     self._start_agent()
                     _lifecycle.register(self)
-        return None
+        return error
 
     def _call(
         self, func: Callable[..., Awaitable[T]], *args: Any, timeout: float | None = None

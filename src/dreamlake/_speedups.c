@@ -67,6 +67,7 @@ typedef struct {
     PyObject *items_append; /* the bound append of the track's deque */
     PyObject *admit;        /* admit(fields, ticket): the queue's slow path */
     PyObject *normalize;    /* normalize(fields) -> JSON-ready copy, or raises */
+    PyObject *done;         /* returned by the fast path: None, or a Ready for the async face */
 } TrackCore;
 
 static int is_scalar(PyObject *value) {
@@ -75,22 +76,49 @@ static int is_scalar(PyObject *value) {
            type == &PyBool_Type || value == Py_None;
 }
 
-/* Send `fields` (a new reference, consumed) to the deque, or to the queue's slow path admit(). */
-static PyObject *enqueue(Gate *gate, PyObject *items_append, PyObject *admit, PyObject *fields) {
+/* Send `fields` (a new reference, consumed) to the deque and return `done`, or return what the
+ * queue's slow path admit() returns (for AsyncSession: something to await while the queue is full). */
+static PyObject *enqueue(Gate *gate, PyObject *items_append, PyObject *admit, PyObject *done, PyObject *fields) {
     Py_ssize_t ticket = gate->seq++;
     PyObject *result;
     if (ticket - gate->taken < gate->threshold) {
         result = PyObject_CallOneArg(items_append, fields);
+        if (result != NULL) {
+            Py_DECREF(result);
+            result = Py_NewRef(done);
+        }
     } else {
         PyObject *py_ticket = PyLong_FromSsize_t(ticket);
         result = py_ticket == NULL ? NULL : PyObject_CallFunctionObjArgs(admit, fields, py_ticket, NULL);
         Py_XDECREF(py_ticket);
     }
     Py_DECREF(fields);
-    if (result == NULL) return NULL;
-    Py_DECREF(result);
-    Py_RETURN_NONE;
+    return result;
 }
+
+/* Ready: an awaitable that is already done, returned by the fast path of the async face, so that
+ * `await track.append(...)` costs one more C call, not a coroutine. */
+typedef struct {
+    PyObject_HEAD
+} Ready;
+
+static PyObject *Ready_await(PyObject *self) { return Py_NewRef(self); }
+
+static PyObject *Ready_next(PyObject *self) { return NULL; /* exhausted at once: the await yields None */ }
+
+static PyAsyncMethods Ready_async = {.am_await = Ready_await};
+
+static PyTypeObject ReadyType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "dreamlake._speedups.Ready",
+    .tp_doc = "An awaitable that is already done.",
+    .tp_basicsize = sizeof(Ready),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_as_async = &Ready_async,
+    .tp_iter = PyObject_SelfIter,
+    .tp_iternext = Ready_next,
+};
 
 static PyObject *TrackCore_append(TrackCore *self, PyObject *args, PyObject *kwargs) {
     if (PyTuple_GET_SIZE(args) != 0) {
@@ -117,23 +145,20 @@ static PyObject *TrackCore_append(TrackCore *self, PyObject *args, PyObject *kwa
             break;
         }
     }
-    return enqueue(self->gate, self->items_append, self->admit, fields);
+    return enqueue(self->gate, self->items_append, self->admit, self->done, fields);
 }
 
 static int TrackCore_init(TrackCore *self, PyObject *args, PyObject *kwargs) {
-    static char *kwlist[] = {"gate", "items_append", "admit", "normalize", NULL};
-    PyObject *gate, *items_append, *admit, *normalize;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!OOO", kwlist, &GateType, &gate, &items_append,
-                                     &admit, &normalize))
+    static char *kwlist[] = {"gate", "items_append", "admit", "normalize", "done", NULL};
+    PyObject *gate, *items_append, *admit, *normalize, *done = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!OOO|O", kwlist, &GateType, &gate, &items_append,
+                                     &admit, &normalize, &done))
         return -1;
-    Py_INCREF(gate);
-    Py_INCREF(items_append);
-    Py_INCREF(admit);
-    Py_INCREF(normalize);
-    Py_XSETREF(self->gate, (Gate *)gate);
-    Py_XSETREF(self->items_append, items_append);
-    Py_XSETREF(self->admit, admit);
-    Py_XSETREF(self->normalize, normalize);
+    Py_XSETREF(self->gate, (Gate *)Py_NewRef(gate));
+    Py_XSETREF(self->items_append, Py_NewRef(items_append));
+    Py_XSETREF(self->admit, Py_NewRef(admit));
+    Py_XSETREF(self->normalize, Py_NewRef(normalize));
+    Py_XSETREF(self->done, Py_NewRef(done));
     return 0;
 }
 
@@ -142,6 +167,7 @@ static int TrackCore_traverse(TrackCore *self, visitproc visit, void *arg) {
     Py_VISIT(self->items_append);
     Py_VISIT(self->admit);
     Py_VISIT(self->normalize);
+    Py_VISIT(self->done);
     return 0;
 }
 
@@ -150,6 +176,7 @@ static int TrackCore_clear(TrackCore *self) {
     Py_CLEAR(self->items_append);
     Py_CLEAR(self->admit);
     Py_CLEAR(self->normalize);
+    Py_CLEAR(self->done);
     return 0;
 }
 
@@ -194,6 +221,7 @@ typedef struct {
     PyObject *levels; /* dict: accepted spelling -> canonical level */
     PyObject *clock;  /* time.time */
     PyObject *slow;
+    PyObject *done;   /* as in TrackCore */
 } LogCore;
 
 static PyObject *s_level, *s_message, *s_metadata, *s_info;  /* keyword names */
@@ -260,7 +288,7 @@ static PyObject *LogCore_log(LogCore *self, PyObject *args, PyObject *kwargs) {
     Py_DECREF(timestamp);
     if (failed || PyDict_SetItem(entry, k_level, canonical) < 0 || PyDict_SetItem(entry, k_message, message) < 0)
         goto fail;
-    return enqueue(self->gate, self->items_append, self->admit, entry);
+    return enqueue(self->gate, self->items_append, self->admit, self->done, entry);
 fail:
     Py_DECREF(entry);
     return NULL;
@@ -270,27 +298,22 @@ slow:
 
 static PyObject *LogCore_put(LogCore *self, PyObject *entry) {
     Py_INCREF(entry);
-    return enqueue(self->gate, self->items_append, self->admit, entry);
+    return enqueue(self->gate, self->items_append, self->admit, self->done, entry);
 }
 
 static int LogCore_init(LogCore *self, PyObject *args, PyObject *kwargs) {
-    static char *kwlist[] = {"gate", "items_append", "admit", "levels", "clock", "slow", NULL};
-    PyObject *gate, *items_append, *admit, *levels, *clock, *slow;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!OOO!OO", kwlist, &GateType, &gate, &items_append,
-                                     &admit, &PyDict_Type, &levels, &clock, &slow))
+    static char *kwlist[] = {"gate", "items_append", "admit", "levels", "clock", "slow", "done", NULL};
+    PyObject *gate, *items_append, *admit, *levels, *clock, *slow, *done = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!OOO!OO|O", kwlist, &GateType, &gate, &items_append,
+                                     &admit, &PyDict_Type, &levels, &clock, &slow, &done))
         return -1;
-    Py_INCREF(gate);
-    Py_INCREF(items_append);
-    Py_INCREF(admit);
-    Py_INCREF(levels);
-    Py_INCREF(clock);
-    Py_INCREF(slow);
-    Py_XSETREF(self->gate, (Gate *)gate);
-    Py_XSETREF(self->items_append, items_append);
-    Py_XSETREF(self->admit, admit);
-    Py_XSETREF(self->levels, levels);
-    Py_XSETREF(self->clock, clock);
-    Py_XSETREF(self->slow, slow);
+    Py_XSETREF(self->gate, (Gate *)Py_NewRef(gate));
+    Py_XSETREF(self->items_append, Py_NewRef(items_append));
+    Py_XSETREF(self->admit, Py_NewRef(admit));
+    Py_XSETREF(self->levels, Py_NewRef(levels));
+    Py_XSETREF(self->clock, Py_NewRef(clock));
+    Py_XSETREF(self->slow, Py_NewRef(slow));
+    Py_XSETREF(self->done, Py_NewRef(done));
     return 0;
 }
 
@@ -301,6 +324,7 @@ static int LogCore_traverse(LogCore *self, visitproc visit, void *arg) {
     Py_VISIT(self->levels);
     Py_VISIT(self->clock);
     Py_VISIT(self->slow);
+    Py_VISIT(self->done);
     return 0;
 }
 
@@ -311,6 +335,7 @@ static int LogCore_clear(LogCore *self) {
     Py_CLEAR(self->levels);
     Py_CLEAR(self->clock);
     Py_CLEAR(self->slow);
+    Py_CLEAR(self->done);
     return 0;
 }
 
@@ -400,7 +425,8 @@ static struct PyModuleDef speedups_module = {
 };
 
 PyMODINIT_FUNC PyInit__speedups(void) {
-    if (PyType_Ready(&GateType) < 0 || PyType_Ready(&TrackCoreType) < 0 || PyType_Ready(&LogCoreType) < 0)
+    if (PyType_Ready(&GateType) < 0 || PyType_Ready(&TrackCoreType) < 0 || PyType_Ready(&LogCoreType) < 0 ||
+        PyType_Ready(&ReadyType) < 0)
         return NULL;
     k_timestamp = PyLong_FromLong(0);
     k_level = PyLong_FromLong(1);
@@ -427,6 +453,12 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     Py_INCREF(&LogCoreType);
     if (PyModule_AddObject(module, "LogCore", (PyObject *)&LogCoreType) < 0) {
         Py_DECREF(&LogCoreType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    Py_INCREF(&ReadyType);
+    if (PyModule_AddObject(module, "Ready", (PyObject *)&ReadyType) < 0) {
+        Py_DECREF(&ReadyType);
         Py_DECREF(module);
         return NULL;
     }

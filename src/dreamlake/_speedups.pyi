@@ -1,7 +1,5 @@
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
-
-from ._logs import LogBuilder
 
 class Gate:
     taken: int
@@ -9,25 +7,30 @@ class Gate:
     def reset(self) -> None: ...
     def next_ticket(self) -> int: ...
 
+class Ready:
+    def __await__(self) -> Generator[None]: ...
+
 class TrackCore:
     def __init__(
         self,
         gate: Gate,
         items_append: Callable[[dict[str, Any]], None],
-        admit: Callable[[dict[str, Any], int], None],
+        admit: Callable[[dict[str, Any], int], Any],
         normalize: Callable[[Any], dict[str, Any]],
+        done: Any = None,
     ) -> None: ...
-    def append(self, **fields: Any) -> None: ...
+    def append(self, **fields: Any) -> Any: ...
 
 class LogCore:
     def __init__(
         self,
         gate: Gate,
         items_append: Callable[[dict[str, Any]], None],
-        admit: Callable[[dict[str, Any], int], None],
+        admit: Callable[[dict[str, Any], int], Any],
         levels: dict[str | None, str],
         clock: Callable[[], float],
-        slow: Callable[..., LogBuilder | None],
+        slow: Callable[..., Any],
+        done: Any = None,
     ) -> None: ...
     def log(
         self,
@@ -35,7 +38,7 @@ class LogCore:
         level: str | None = "info",
         metadata: dict[str, Any] | None = None,
         **extra: Any,
-    ) -> LogBuilder | None: ...
-    def _log_put(self, entry: dict[str, Any], /) -> None: ...
+    ) -> Any: ...
+    def _log_put(self, entry: dict[Any, Any], /) -> Any: ...
 
 def frame_lines(first_index: int, blob: bytes, /) -> bytes: ...
