@@ -5,6 +5,10 @@ def test_all_is_pinned() -> None:
     assert sorted(dreamlake.__all__) == sorted(
         [
             "AgentConfig",
+            "AsyncFileHandle",
+            "AsyncParameters",
+            "AsyncSession",
+            "AsyncTrack",
             "ChecksumError",
             "ConfigError",
             "DreamlakeError",

@@ -11,6 +11,7 @@
         session.file("model.pt", prefix="/models").save()
 """
 
+from ._async_session import AsyncSession
 from ._config import AgentConfig
 from ._exceptions import (
     ChecksumError,
@@ -27,16 +28,20 @@ from ._exceptions import (
     StorageError,
     WriteProtectedError,
 )
-from ._files import FileHandle
+from ._files import AsyncFileHandle, FileHandle
 from ._logs import LogBuilder, LoggingHandler
-from ._params import Parameters
+from ._params import AsyncParameters, Parameters
 from ._session import Session, dreamlake_session
-from ._track import Track
+from ._track import AsyncTrack, Track
 
 __version__ = "0.3.0.dev0"
 
 __all__ = [
     "AgentConfig",
+    "AsyncFileHandle",
+    "AsyncParameters",
+    "AsyncSession",
+    "AsyncTrack",
     "ChecksumError",
     "ConfigError",
     "DreamlakeError",

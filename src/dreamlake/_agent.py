@@ -33,10 +33,7 @@ class Agent:
         self.queue = queue
         self.sink = sink
         self._config = queue.config
-        self._wakeup = anyio.Event()
-        self._write_lock = anyio.Lock()
         self._stopping = False
-        self._done = anyio.Event()
         self.written = 0
         self.write_errors = 0
         self.flushes = 0
@@ -50,7 +47,12 @@ class Agent:
         self._wakeup.set()
 
     async def open(self) -> None:
-        """Create or update the session's storage."""
+        """Create or update the session's storage. Call first, on the agent's event loop."""
+        # Made here, not in __init__: anyio picks their backend from the loop they are made in,
+        # and a Session may be created inside a trio program while its agent runs on asyncio.
+        self._wakeup = anyio.Event()
+        self._write_lock = anyio.Lock()
+        self._done = anyio.Event()
         try:
             await self.sink.open()
         except OSError as exc:

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import warnings
@@ -29,6 +30,11 @@ from ._filestore import FileStore
 from ._jsonl import NumberedLog, TrackLog, encode_log_lines
 from ._params import merge
 from ._sink import FileRequest, Sink, TrackSpec
+
+# Blocking file work runs in worker threads. A cancelled call stops being waited for at once: the
+# agent is only ever cancelled when close() runs past its deadline, and nothing is retried after that
+# (a write cut short and then retried could be stored twice).
+_in_thread = functools.partial(anyio.to_thread.run_sync, abandon_on_cancel=True)
 
 CHUNK_SIZE = 10_000  # the server's cold-tier chunk size; reported by stats() for 0.2.x parity
 
@@ -55,50 +61,50 @@ class LocalSink(Sink):
         self._files = FileStore(self.directory / "files", f"{workspace}/{session['name']}")
 
     async def open(self) -> None:
-        await anyio.to_thread.run_sync(self._open)
+        await _in_thread(self._open)
 
     async def write_track(self, spec: TrackSpec, points: Sequence[dict[str, Any]]) -> None:
-        await anyio.to_thread.run_sync(self._write_track, spec, points)
+        await _in_thread(self._write_track, spec, points)
 
     async def read_track(self, name: str, start_index: int, limit: int) -> dict[str, Any]:
-        return await anyio.to_thread.run_sync(self._read_track, name, start_index, limit)
+        return await _in_thread(self._read_track, name, start_index, limit)
 
     async def track_stats(self, name: str) -> dict[str, Any]:
-        return await anyio.to_thread.run_sync(self._track_stats, name)
+        return await _in_thread(self._track_stats, name)
 
     async def list_tracks(self) -> list[dict[str, Any]]:
-        return await anyio.to_thread.run_sync(self._list_tracks)
+        return await _in_thread(self._list_tracks)
 
     async def write_logs(self, entries: Sequence[dict[str, Any]]) -> None:
-        await anyio.to_thread.run_sync(self._write_logs, entries)
+        await _in_thread(self._write_logs, entries)
 
     async def write_parameters(self, deltas: Sequence[dict[str, Any]]) -> None:
-        await anyio.to_thread.run_sync(self._write_parameters, deltas)
+        await _in_thread(self._write_parameters, deltas)
 
     async def read_parameters(self) -> dict[str, Any]:
-        doc = await anyio.to_thread.run_sync(read_json, self._params_path)
+        doc = await _in_thread(read_json, self._params_path)
         return doc.get("data") or {} if doc else {}
 
     async def save_file(self, request: FileRequest) -> dict[str, Any]:
         r = request
-        return await anyio.to_thread.run_sync(
+        return await _in_thread(
             self._files.save, r.source, r.prefix, r.description, r.tags, r.metadata
         )
 
     async def list_files(self, prefix: str | None, tags: list[str] | None) -> list[dict[str, Any]]:
-        return await anyio.to_thread.run_sync(self._files.find, prefix, tags)
+        return await _in_thread(self._files.find, prefix, tags)
 
     async def download_file(self, file_id: str, dest: Path | None) -> Path:
-        return await anyio.to_thread.run_sync(self._files.download, file_id, dest)
+        return await _in_thread(self._files.download, file_id, dest)
 
     async def delete_file(self, file_id: str) -> dict[str, Any]:
-        return await anyio.to_thread.run_sync(self._files.delete, file_id)
+        return await _in_thread(self._files.delete, file_id)
 
     async def update_file(self, file_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
-        return await anyio.to_thread.run_sync(self._files.update, file_id, dict(changes))
+        return await _in_thread(self._files.update, file_id, dict(changes))
 
     async def close(self, agent_stats: Mapping[str, Any]) -> None:
-        await anyio.to_thread.run_sync(self._close, agent_stats)
+        await _in_thread(self._close, agent_stats)
 
     # The blocking halves, run in worker threads.
 

@@ -18,6 +18,7 @@ from ._exceptions import InvalidArgumentError, ParameterConflictError
 from ._values import normalize
 
 if TYPE_CHECKING:
+    from ._async_session import AsyncSession
     from ._session import Session
 
 SEP = "."
@@ -120,6 +121,18 @@ def merge(data: dict[str, Any], deltas: Iterable[Mapping[str, Any]]) -> list[str
     return dropped
 
 
+def _accept(known: KeySet, delta: dict[str, Any]) -> None:
+    """Add the names of ``delta`` to ``known``, or raise if one would be both a value and a group."""
+    clashes = known.conflicts(delta)
+    if clashes:
+        key, other = clashes[0]
+        raise ParameterConflictError(
+            f"parameter {key!r} conflicts with {other!r}: a name cannot be both a value and "
+            "a group of parameters; rename one of them"
+        )
+    known.update(delta)
+
+
 class Parameters:
     """The session's parameters (hyperparameters, config). Get it with ``session.parameters()``."""
 
@@ -142,19 +155,10 @@ class Parameters:
         """
         self._session._check_writable()
         delta = flatten(normalize(params))
-        if not delta:
-            return self
-        with self._lock:
-            known = self._load()
-            clashes = known.conflicts(delta)
-            if clashes:
-                key, other = clashes[0]
-                raise ParameterConflictError(
-                    f"parameter {key!r} conflicts with {other!r}: a name cannot be both a value and "
-                    "a group of parameters; rename one of them"
-                )
-            known.update(delta)
-            self._session._queue.add_params(delta)
+        if delta:
+            with self._lock:
+                _accept(self._load(), delta)
+                self._session._queue.add_params(delta)
         return self
 
     def get(self, flatten: bool = True) -> dict[str, Any]:
@@ -172,3 +176,28 @@ class Parameters:
         if self._known is None:
             self._known = KeySet(self._session._call(Agent.read_parameters))
         return self._known
+
+
+class AsyncParameters:
+    """The parameters of an ``AsyncSession``: ``await params.set(...)``, ``await params.get()``."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+        self._known: KeySet | None = None
+
+    async def set(self, **params: Any) -> AsyncParameters:
+        """As :meth:`Parameters.set`."""
+        self._session._check_writable()
+        delta = flatten(normalize(params))
+        if delta:
+            if self._known is None:
+                self._known = KeySet(await self._session._acall(Agent.read_parameters))
+            _accept(self._known, delta)  # no await between the check and the queueing
+            self._session._queue.add_params(delta)
+        return self
+
+    async def get(self, flatten: bool = True) -> dict[str, Any]:
+        """As :meth:`Parameters.get`."""
+        data: dict[str, Any] = await self._session._acall(Agent.read_parameters)
+        self._known = KeySet(data)
+        return data if flatten else unflatten(data)
