@@ -1,6 +1,6 @@
 """The hot paths, compiled from ``_speedups.c`` when the install could build it, else this module's
-Python twins with the same behaviour (about 2x slower): ``Track.append``, ``Session.log``, and the
-framing of encoded points as numbered JSONL lines.
+Python twins with the same behaviour (about 2x slower): ``Track.append``, ``Session.log``, the
+queue of each track (``Fifo``), and the framing of encoded points as numbered JSONL lines.
 
 ``Gate`` holds one session's queue counters: tickets handed out, points ``taken`` out of memory, and
 the ``threshold`` below which ``ticket - taken`` sends a point straight to its track's deque (see
@@ -12,6 +12,7 @@ or calls the queue's slow path ``admit(fields, ticket)``.
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -36,6 +37,15 @@ class PyGate:
     def next_ticket(self) -> int:
         """Hand out one ticket."""
         return next(self._seq)
+
+
+class PyFifo(deque[Any]):
+    """Python twin of ``_speedups.Fifo`` (a deque: tracked by the garbage collector, unlike it)."""
+
+    def take(self, n: int) -> list[Any]:
+        """Remove and return the ``n`` oldest items (or all, if fewer) as a list."""
+        # starmap calls popleft from C: about 40% cheaper than a comprehension.
+        return list(itertools.starmap(self.popleft, itertools.repeat((), min(n, len(self)))))
 
 
 class PyReady:
@@ -122,6 +132,7 @@ def py_frame_lines(first_index: int, blob: bytes) -> bytes:
 
 
 try:
+    from ._speedups import Fifo as Fifo
     from ._speedups import Gate as Gate
     from ._speedups import LogCore as LogCore
     from ._speedups import Ready as Ready
@@ -130,6 +141,7 @@ try:
 
     COMPILED = True
 except ImportError:  # built without a C compiler: same behaviour, slower
+    Fifo = PyFifo  # type: ignore[assignment,misc]
     Gate = PyGate  # type: ignore[assignment,misc]
     LogCore = PyLogCore  # type: ignore[assignment,misc]
     Ready = PyReady  # type: ignore[assignment,misc]

@@ -20,10 +20,8 @@ which refuses it or restarts the agent).
 from __future__ import annotations
 
 import contextlib
-import itertools
 import threading
 import warnings
-from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from typing import Any
 
@@ -31,7 +29,7 @@ import anyio
 
 from ._config import AgentConfig
 from ._exceptions import DreamlakeError, QueueFullError, StorageError
-from ._hotpath import Gate, Ready
+from ._hotpath import Fifo, Gate, Ready
 from ._sink import TrackSpec
 
 
@@ -42,7 +40,7 @@ class TrackBuffer:
 
     def __init__(self, spec: TrackSpec) -> None:
         self.spec = spec
-        self.items: deque[dict[str, Any]] = deque()
+        self.items = Fifo()
         self.retry: list[dict[str, Any]] = []  # taken by a write that failed; written first next time
         self.spec_dirty = True
 
@@ -272,11 +270,8 @@ class PointQueue:
         with self._lock:
             buffer.spec_dirty = False
             points, buffer.retry = buffer.retry[:limit], buffer.retry[limit:]
-            queued = buffer.items
-            more = min(limit - len(points), len(queued))
-            if more > 0:
-                # starmap calls popleft from C: about 40% cheaper than a comprehension.
-                points.extend(itertools.starmap(queued.popleft, itertools.repeat((), more)))
+            if len(points) < limit:
+                points.extend(buffer.items.take(limit - len(points)))
             self.in_flight += len(points)
             return points
 
