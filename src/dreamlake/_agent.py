@@ -29,10 +29,13 @@ logger = logging.getLogger("dreamlake")
 class Agent:
     """Drains a :class:`PointQueue` into a :class:`Sink`."""
 
-    def __init__(self, queue: PointQueue, sink: Sink) -> None:
+    def __init__(self, queue: PointQueue, sink: Sink, max_chunk: int | None = None) -> None:
         self.queue = queue
         self.sink = sink
         self._config = queue.config
+        # Points per write: batch_size, or fewer where taking and freeing a chunk runs on a loop
+        # that must stay responsive (AsyncSession's).
+        self.max_chunk = min(max_chunk or queue.config.batch_size, queue.config.batch_size)
         self._stopping = False
         self.written = 0
         self.write_errors = 0
@@ -180,7 +183,7 @@ class Agent:
                 # Only what was pending when the flush began, so a busy producer cannot stall it.
                 remaining = count
                 while True:
-                    chunk = self.queue.take(buffer, min(remaining, self._config.batch_size))
+                    chunk = self.queue.take(buffer, min(remaining, self.max_chunk))
                     try:
                         await self._write(buffer, chunk)
                     except BaseException as exc:
