@@ -436,7 +436,7 @@ def child_e2e_breakdown(directory: Path, n: int) -> dict[str, Any]:
 def child_stalled(directory: Path, n: int, max_queue: int) -> dict[str, Any]:
     import anyio
 
-    import dreamlake._session as session_module
+    import dreamlake._session_core as session_module
     from dreamlake._local import LocalSink
     from dreamlake._sink import TrackSpec
 
