@@ -12,8 +12,10 @@ with all that (each in a worker thread); a flush also waits for the saves starte
 from __future__ import annotations
 
 import logging
+import time
 import warnings
-from collections.abc import Collection
+from collections import deque
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +44,7 @@ class Agent:
         self.flushes = 0
         self._last_error: StorageError | None = None
         self._warned = False
+        self._latencies: deque[float] = deque(maxlen=1024)  # seconds, of flushes that wrote
         self._saves: set[anyio.Event] = set()  # one per file save in progress, set when it ends
         self._save_error: DreamlakeError | None = None  # of a save nobody waited for
 
@@ -157,7 +160,9 @@ class Agent:
             raise error
 
     def stats(self) -> dict[str, Any]:
-        """Counters of this agent: what was written, dropped, failed, and is still held."""
+        """Counters of this agent: what was written, dropped, failed, and is still held, and how
+        long flushes that wrote something took (percentiles of the last 1,024, in ms)."""
+        latencies = sorted(self._latencies)
         return {
             "written": self.written,
             "queued": self.queue.held,
@@ -165,10 +170,15 @@ class Agent:
             "writeErrors": self.write_errors,
             "flushes": self.flushes,
             "lastError": None if self._last_error is None else str(self._last_error),
+            "flushLatencyMs": {
+                name: round(_percentile(latencies, q) * 1000, 3) if latencies else None
+                for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))
+            },
         }
 
     async def _flush(self, names: Collection[str] | None, *, raise_errors: bool) -> None:
         async with self._write_lock:
+            started, written_before = time.monotonic(), self.written
             error: StorageError | None = None
             deltas = self.queue.take_params()
             if deltas:
@@ -200,6 +210,8 @@ class Agent:
                     if remaining <= 0 or not chunk:
                         break
             self.flushes += 1
+            if self.written > written_before:
+                self._latencies.append(time.monotonic() - started)
             self.queue.failure = error
             if error is None:
                 self._last_error = None
@@ -229,3 +241,8 @@ class Agent:
 
 def _what(buffer: TrackBuffer, queue: PointQueue) -> str:
     return "logs" if buffer is queue.logs else f"track {buffer.spec.name!r}"
+
+
+def _percentile(ordered: Sequence[float], q: float) -> float:
+    """The ``q`` quantile of sorted values (nearest rank)."""
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]

@@ -9,6 +9,7 @@ the sink does its file work in worker threads (``anyio.to_thread``), and a full 
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -66,6 +67,8 @@ class AsyncSession(SessionCore):
         await task_group.__aenter__()
         task_group.start_soon(agent.run)
         self._queue.waker = agent.wake  # the hot path runs on this loop: wake the agent directly
+        if self.config.durability == "sync":
+            self._queue.commit = functools.partial(self._acall, Agent.flush)
         self._agent_host, self._task_group = agent, task_group
         self._sink_opened(sink)
         self._state = State.OPEN

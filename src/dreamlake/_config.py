@@ -14,6 +14,8 @@ from ._exceptions import ConfigError
 
 OnFull = Literal["block", "drop_oldest", "drop_newest", "raise"]
 ON_FULL_POLICIES: tuple[str, ...] = get_args(OnFull)
+Durability = Literal["buffered", "flush", "sync"]
+DURABILITY_LEVELS: tuple[str, ...] = get_args(Durability)
 
 DEFAULT_LOCAL_PATH = ".dreamlake"
 
@@ -30,6 +32,12 @@ class AgentConfig:
         batch_size: Queued points that wake the agent early; also the most points per write.
         flush_interval: Seconds between flushes when the batch size is not reached.
         close_timeout: Seconds ``close()`` (and exit handlers) wait for the queue to drain.
+        durability: When accepted data is safe from a crash. ``"buffered"``: it reaches the
+            operating system at every flush, so a killed process (kill -9) loses at most what was
+            appended since the last flush (at most ``flush_interval`` seconds' worth), and a
+            machine crash what the OS had not written yet. ``"flush"``: every flush also fsyncs
+            (files and their directories), so a machine crash loses no more than kill -9 does.
+            ``"sync"``: every ``append``/``log``/``set`` returns only once it is fsynced; slow.
     """
 
     max_queue: int = 500_000
@@ -37,10 +45,15 @@ class AgentConfig:
     batch_size: int = 50_000
     flush_interval: float = 1.0
     close_timeout: float = 60.0
+    durability: Durability = "buffered"
 
     def __post_init__(self) -> None:
         if self.on_full not in ON_FULL_POLICIES:
             raise ConfigError(f"on_full must be one of {ON_FULL_POLICIES}, got {self.on_full!r}")
+        if self.durability not in DURABILITY_LEVELS:
+            raise ConfigError(
+                f"durability must be one of {DURABILITY_LEVELS}, got {self.durability!r}"
+            )
         for name in ("max_queue", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._atomic import read_json, write_json_atomic
+from ._atomic import fsync_dir, read_json, write_json_atomic
 from ._clock import utc_now_iso
 from ._exceptions import ChecksumError, FileMissingError
 from ._filelock import FileLock
@@ -32,11 +32,12 @@ CHUNK = 1 << 20  # bytes per read: large enough for fast hashing, small enough t
 class FileStore:
     """The saved files of one session."""
 
-    def __init__(self, directory: Path, session_id: str) -> None:
+    def __init__(self, directory: Path, session_id: str, fsync: bool = False) -> None:
         self.directory = directory
         self.index_path = directory / ".files_metadata.json"
         self.lock = FileLock(directory / ".files.lock")
         self._session_id = session_id
+        self._fsync = fsync
 
     def save(
         self,
@@ -49,7 +50,9 @@ class FileStore:
         """Copy ``source`` in; replace an earlier file with the same prefix and name."""
         file_id, file_dir = self._new_directory()
         try:
-            size, checksum = _copy(source, file_dir / source.name)
+            size, checksum = _copy(source, file_dir / source.name, self._fsync)
+            if self._fsync:
+                fsync_dir(self.directory)  # the new files/<id> directory
             now = utc_now_iso()
             entry = {
                 "id": file_id,
@@ -148,7 +151,7 @@ class FileStore:
         return files
 
     def _write(self, files: list[dict[str, Any]]) -> None:
-        write_json_atomic(self.index_path, {"files": files})
+        write_json_atomic(self.index_path, {"files": files}, self._fsync)
 
     @staticmethod
     def _entry(files: list[dict[str, Any]], file_id: str) -> dict[str, Any]:
@@ -175,7 +178,7 @@ def _under(path: str, prefix: str) -> bool:
     return not prefix or path == prefix or path.startswith(prefix + "/")
 
 
-def _copy(source: Path, dest: Path) -> tuple[int, str]:
+def _copy(source: Path, dest: Path, fsync: bool = False) -> tuple[int, str]:
     """Stream ``source`` to ``dest`` (via a temporary name); return its size and SHA-256."""
     digest = hashlib.sha256()
     buffer = bytearray(CHUNK)
@@ -188,8 +191,13 @@ def _copy(source: Path, dest: Path) -> tuple[int, str]:
                 digest.update(view[:n])
                 out.write(view[:n])
                 size += n
+            if fsync:
+                out.flush()
+                os.fsync(out.fileno())
         shutil.copystat(source, tmp)
         os.replace(tmp, dest)
+        if fsync:
+            fsync_dir(dest.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

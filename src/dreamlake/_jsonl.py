@@ -18,6 +18,7 @@ from typing import Any
 
 import msgspec
 
+from ._atomic import fsync_dir
 from ._clock import utc_iso
 from ._filelock import FileLock
 from ._hotpath import frame_lines
@@ -91,10 +92,15 @@ class NumberedLog:
         path: The JSONL file.
         key: The field holding a line's number (``index`` or ``sequenceNumber``).
         encode: Turns items into lines numbered from a first number.
+        fsync: Make every append durable (``os.fsync``) before it returns.
     """
 
     def __init__(
-        self, path: Path, key: str, encode: Callable[[int, Sequence[dict[str, Any]]], bytes]
+        self,
+        path: Path,
+        key: str,
+        encode: Callable[[int, Sequence[dict[str, Any]]], bytes],
+        fsync: bool = False,
     ) -> None:
         self.directory = path.parent
         self.path = path
@@ -104,6 +110,7 @@ class NumberedLog:
         )
         self._key = key
         self._encode = encode
+        self._fsync = fsync
         self._fd = -1
         self._size = -1  # file size after our last append or tail check, under the lock
         self._count = 0  # lines in the file at that size
@@ -115,6 +122,8 @@ class NumberedLog:
         blob = self._encode(first, points)
         try:
             _write_all(fd, blob)
+            if self._fsync:
+                os.fsync(fd)
         except BaseException:
             # Leave no partial batch behind: the caller keeps the points and retries them.
             os.ftruncate(fd, size)
@@ -157,9 +166,12 @@ class NumberedLog:
 
     def _open(self) -> int:
         if self._fd < 0:
+            created = self._fsync and not self.path.exists()
             self._fd = os.open(
                 self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644
             )
+            if created:
+                fsync_dir(self.directory)
         return self._fd
 
     def _tail(self, fd: int) -> tuple[int, int]:
@@ -228,8 +240,8 @@ class NumberedLog:
 class TrackLog(NumberedLog):
     """A track's ``data.jsonl``."""
 
-    def __init__(self, directory: Path) -> None:
-        super().__init__(directory / "data.jsonl", "index", encode_lines)
+    def __init__(self, directory: Path, fsync: bool = False) -> None:
+        super().__init__(directory / "data.jsonl", "index", encode_lines, fsync)
 
 
 def _write_all(fd: int, blob: bytes) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import anyio
 
-from ._atomic import read_json, write_bytes_atomic, write_json_atomic
+from ._atomic import fsync_dir, read_json, write_bytes_atomic, write_json_atomic
 from ._clock import utc_now_iso
 from ._filelock import FileLock
 from ._filestore import FileStore
@@ -42,23 +42,30 @@ CHUNK_SIZE = 10_000  # the server's cold-tier chunk size; reported by stats() fo
 class _Track:
     """A track's data log and the path of its metadata."""
 
-    def __init__(self, directory: Path) -> None:
-        self.log = TrackLog(directory)
+    def __init__(self, directory: Path, fsync: bool) -> None:
+        self.log = TrackLog(directory, fsync)
         self.meta_path = directory / "metadata.json"
 
 
 class LocalSink(Sink):
-    """Writes one session's tracks to JSONL files under ``root``."""
+    """Writes one session's data to files under ``root``.
 
-    def __init__(self, root: Path, workspace: str, session: Mapping[str, Any]) -> None:
+    With ``fsync`` (the ``"flush"`` and ``"sync"`` durability levels), every write is fsynced, and
+    every file it creates or renames, with its directory, before the write returns.
+    """
+
+    def __init__(self, root: Path, workspace: str, session: Mapping[str, Any], fsync: bool = False) -> None:
         self.directory = Path(root) / workspace / session["name"]
         self._session = dict(session, workspace=workspace)
+        self._fsync = fsync
         self._tracks: dict[str, _Track] = {}
         self._tracks_lock = threading.Lock()
-        self._logs = NumberedLog(self.directory / "logs" / "logs.jsonl", "sequenceNumber", encode_log_lines)
+        self._logs = NumberedLog(
+            self.directory / "logs" / "logs.jsonl", "sequenceNumber", encode_log_lines, fsync
+        )
         self._params_path = self.directory / "parameters.json"
         self._params_lock = FileLock(self.directory / ".parameters.lock")
-        self._files = FileStore(self.directory / "files", f"{workspace}/{session['name']}")
+        self._files = FileStore(self.directory / "files", f"{workspace}/{session['name']}", fsync)
 
     async def open(self) -> None:
         await _in_thread(self._open)
@@ -117,6 +124,9 @@ class LocalSink(Sink):
         for sub in ("logs", "tracks", "files"):
             (self.directory / sub).mkdir(parents=True, exist_ok=True)
         self._update_session_json(self._session_fields())
+        if self._fsync:
+            for directory in (self.directory, *self.directory.parents[:2]):
+                fsync_dir(directory)  # the session's (and workspace's) own directory entries
 
     def _session_fields(self) -> dict[str, Any]:
         s = self._session
@@ -136,12 +146,12 @@ class LocalSink(Sink):
         existing = read_json(path)
         now = utc_now_iso()
         if existing is None:
-            write_json_atomic(path, {**fields, "created_at": now, "updated_at": now})
+            write_json_atomic(path, {**fields, "created_at": now, "updated_at": now}, self._fsync)
             return
         merged = dict(existing)
         merged.update({k: v for k, v in fields.items() if v is not None})
         merged["updated_at"] = now
-        write_json_atomic(path, merged)
+        write_json_atomic(path, merged, self._fsync)
 
     def _track(self, name: str, create: bool) -> _Track | None:
         with self._tracks_lock:
@@ -151,7 +161,7 @@ class LocalSink(Sink):
                 if not create and not (directory / "metadata.json").exists():
                     return None
                 directory.mkdir(parents=True, exist_ok=True)
-                track = self._tracks[name] = _Track(directory)
+                track = self._tracks[name] = _Track(directory, self._fsync)
             return track
 
     def _write_track(self, spec: TrackSpec, points: Sequence[dict[str, Any]]) -> None:
@@ -192,7 +202,7 @@ class LocalSink(Sink):
         meta["totalDataPoints"] = count
         meta["nextIndex"] = count
         meta["updatedAt"] = now
-        write_json_atomic(track.meta_path, meta)
+        write_json_atomic(track.meta_path, meta, self._fsync)
         return meta
 
     def _read_track(self, name: str, start: int, limit: int) -> dict[str, Any]:
@@ -256,7 +266,7 @@ class LocalSink(Sink):
         with self._logs.lock:
             _, count = self._logs.append(entries)
             # 0.2.x numbers its next entry from this file, so keep it in step.
-            write_bytes_atomic(self._logs.directory / ".log_sequence", str(count).encode())
+            write_bytes_atomic(self._logs.directory / ".log_sequence", str(count).encode(), self._fsync)
 
     def _write_parameters(self, deltas: Sequence[dict[str, Any]]) -> None:
         with self._params_lock:
@@ -273,6 +283,7 @@ class LocalSink(Sink):
                     "createdAt": doc.get("createdAt", now),
                     "updatedAt": now,
                 },
+                self._fsync,
             )
         if dropped:
             warnings.warn(

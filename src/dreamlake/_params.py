@@ -159,6 +159,8 @@ class Parameters:
             with self._lock:
                 _accept(self._load(), delta)
                 self._session._queue.add_params(delta)
+            if self._session.config.durability == "sync":
+                self._session.flush()
         return self
 
     def get(self, flatten: bool = True) -> dict[str, Any]:
@@ -194,6 +196,8 @@ class AsyncParameters:
                 self._known = KeySet(await self._session._acall(Agent.read_parameters))
             _accept(self._known, delta)  # no await between the check and the queueing
             self._session._queue.add_params(delta)
+            if self._session.config.durability == "sync":
+                await self._session.flush()
         return self
 
     async def get(self, flatten: bool = True) -> dict[str, Any]:

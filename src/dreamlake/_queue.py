@@ -64,6 +64,9 @@ class PointQueue:
         self.waker: Callable[[], None] = lambda: None
         self.refusal: Callable[[], DreamlakeError | None] = lambda: None
         self.failure: StorageError | None = None  # the sink is failing: blocked callers give up
+        # Set by the owner under durability="sync": write everything queued, fsynced, and return
+        # (for the async face: something to await for that). Every append then takes the slow path.
+        self.commit: Callable[[], Any] | None = None
         self._reset()
         self.buffers: dict[str, TrackBuffer] = {}
         self.logs = self.buffer(TrackSpec(LOGS))
@@ -86,7 +89,7 @@ class PointQueue:
         """Let the hot path admit points."""
         with self._lock:
             self._open = True
-            self.gate.threshold = self.config.batch_size
+            self.gate.threshold = self._fast(self.config.batch_size)
 
     def shut(self) -> None:
         """Send every later ``append`` to :meth:`admit`, which asks ``refusal`` why."""
@@ -136,11 +139,17 @@ class PointQueue:
         """Points in memory: queued or being written."""
         return self.in_flight + sum(len(b.items) + len(b.retry) for b in self.buffers.values())
 
+    def _fast(self, threshold: int) -> int:
+        """The fast path's threshold: none under ``durability="sync"``, where every call commits."""
+        return 0 if self.commit is not None else threshold
+
     def admit(self, buffer: TrackBuffer, fields: dict[str, Any], ticket: int) -> None:
         """Slow path of ``append``: refuse, queue and wake the agent, or apply ``on_full``."""
         if not self._admit_now(buffer, fields, ticket, self.config.on_full):
             self._wait_for_room(ticket)
             buffer.items.append(fields)
+        if self.commit is not None:
+            self.commit()
 
     def admit_nowait(self, buffer: TrackBuffer, fields: dict[str, Any], ticket: int) -> None:
         """Slow path of ``append_nowait``: as :meth:`admit`, but ``block`` raises instead of waiting."""
@@ -150,7 +159,7 @@ class PointQueue:
     def admit_async(self, buffer: TrackBuffer, fields: dict[str, Any], ticket: int) -> Awaitable[None]:
         """Slow path of the async face's ``append``: under ``block``, return what to await for room."""
         if self._admit_now(buffer, fields, ticket, self.config.on_full):
-            return READY
+            return READY if self.commit is None else self.commit()
         return self._wait_for_room_async(buffer, fields, ticket)
 
     def _admit_now(self, buffer: TrackBuffer, fields: dict[str, Any], ticket: int, policy: str) -> bool:
@@ -221,6 +230,8 @@ class PointQueue:
             self.release(1)
             raise
         buffer.items.append(fields)
+        if self.commit is not None:
+            await self.commit()
 
     def _warn_drop(self) -> None:
         if not self._warned_drop:
@@ -244,7 +255,7 @@ class PointQueue:
         if not self._open or self._woken:
             return False
         self._woken = True
-        self.gate.threshold = self.config.max_queue
+        self.gate.threshold = self._fast(self.config.max_queue)
         return True
 
     def pending(self, names: Collection[str] | None = None) -> list[tuple[TrackBuffer, int]]:
@@ -253,7 +264,7 @@ class PointQueue:
         with self._lock:
             self._woken = False
             if self._open:
-                self.gate.threshold = self.config.batch_size  # the next batch wakes the agent again
+                self.gate.threshold = self._fast(self.config.batch_size)  # the next batch wakes it
             for name, buffer in self.buffers.items():
                 if names is not None and name not in names:
                     continue

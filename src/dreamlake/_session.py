@@ -52,6 +52,8 @@ class Session(SessionCore):
         batch_size: See :class:`AgentConfig`; also ``DREAMLAKE_BATCH_SIZE``.
         flush_interval: See :class:`AgentConfig`; also ``DREAMLAKE_FLUSH_INTERVAL``.
         close_timeout: See :class:`AgentConfig`; also ``DREAMLAKE_CLOSE_TIMEOUT``.
+        durability: ``"buffered"`` (default), ``"flush"`` or ``"sync"``; see :class:`AgentConfig`;
+            also ``DREAMLAKE_DURABILITY``.
     """
 
     def _setup(self) -> None:
@@ -79,6 +81,8 @@ class Session(SessionCore):
         self._queue.waker = runner.wake
         runner.start()
         self._runner = runner
+        if self.config.durability == "sync":
+            self._queue.commit = functools.partial(self._call, Agent.flush)
         self._sink_opened(sink)
 
     def close(self, timeout: float | None = None) -> None:

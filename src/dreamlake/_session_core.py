@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ._agent import Agent
-from ._config import DEFAULT_LOCAL_PATH, AgentConfig, OnFull
+from ._config import DEFAULT_LOCAL_PATH, AgentConfig, Durability, OnFull
 from ._exceptions import (
     ConfigError,
     DreamlakeError,
@@ -68,6 +68,7 @@ class SessionCore(LogCore):
         batch_size: int | None = None,
         flush_interval: float | None = None,
         close_timeout: float | None = None,
+        durability: Durability | None = None,
     ) -> None:
         self.name = check_name("session", name)
         self.workspace = check_name("workspace", workspace)
@@ -82,6 +83,7 @@ class SessionCore(LogCore):
                 "batch_size": batch_size,
                 "flush_interval": flush_interval,
                 "close_timeout": close_timeout,
+                "durability": durability,
             }
         )
         root = local_path or os.environ.get("DREAMLAKE_LOCAL_PATH") or DEFAULT_LOCAL_PATH
@@ -124,11 +126,13 @@ class SessionCore(LogCore):
         return self._state is State.OPEN
 
     def agent_stats(self) -> dict[str, Any]:
-        """Counters of the background agent: written, queued, dropped, writeErrors, flushes, lastError."""
+        """Counters of the background agent: written, queued, dropped, writeErrors, flushes,
+        lastError, and flushLatencyMs (p50, p90, p99, max). Recorded in session.json at close."""
         agent = self._agent  # kept after close(), so the final counters stay readable
         if agent is None:
             return {"written": 0, "queued": 0, "dropped": self._queue.dropped, "writeErrors": 0,
-                    "flushes": 0, "lastError": None}
+                    "flushes": 0, "lastError": None,
+                    "flushLatencyMs": dict.fromkeys(("p50", "p90", "p99", "max"))}
         return agent.stats()
 
     def __repr__(self) -> str:
@@ -153,7 +157,7 @@ class SessionCore(LogCore):
             "metadata": self.metadata,
             "write_protected": self.write_protected,
         }
-        return LocalSink(self.local_path, self.workspace, fields)
+        return LocalSink(self.local_path, self.workspace, fields, fsync=self.config.durability != "buffered")
 
     def _sink_opened(self, sink: LocalSink) -> None:
         """The agent has opened ``sink``: let writes in, unless the session is write-protected."""
