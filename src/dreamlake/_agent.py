@@ -11,7 +11,6 @@ with all that (each in a worker thread); a flush also waits for the saves starte
 
 from __future__ import annotations
 
-import logging
 import time
 import warnings
 from collections import deque
@@ -24,8 +23,6 @@ import anyio
 from ._exceptions import DreamlakeError, StorageError
 from ._queue import PointQueue, TrackBuffer
 from ._sink import FileRequest, Sink
-
-logger = logging.getLogger("dreamlake")
 
 
 class Agent:
@@ -235,7 +232,6 @@ class Agent:
         if not self._warned:
             self._warned = True
             warnings.warn(str(error), RuntimeWarning, stacklevel=1)
-            logger.error("%s", error, exc_info=exc)
         return error
 
 

@@ -114,6 +114,7 @@ class NumberedLog:
         self._fd = -1
         self._size = -1  # file size after our last append or tail check, under the lock
         self._count = 0  # lines in the file at that size
+        self._before_append = (0, 0)  # size and count before the last append
 
     def append(self, points: Sequence[dict[str, Any]]) -> tuple[int, int]:
         """Append ``points``; return ``(first_number, count_after)``. Call with ``lock`` held."""
@@ -130,7 +131,14 @@ class NumberedLog:
             raise
         self._size = size + len(blob)
         self._count = first + len(points)
+        self._before_append = (size, first)
         return first, self._count
+
+    def undo_append(self) -> None:
+        """Remove what the last :meth:`append` wrote (what must accompany it failed). With ``lock``."""
+        size, count = self._before_append
+        os.ftruncate(self._fd, size)
+        self._size, self._count = size, count
 
     def count(self) -> int:
         """Number of points in the file (repairs a torn tail). Call with ``lock`` held."""

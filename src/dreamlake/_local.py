@@ -168,11 +168,14 @@ class LocalSink(Sink):
         track = self._track(spec.name, create=True)
         assert track is not None
         with track.log.lock:
-            if points:
-                _, count = track.log.append(points)
-            else:
-                count = track.log.count()
-            self._write_meta(track, spec, count, wrote=bool(points))
+            count = track.log.append(points)[1] if points else track.log.count()
+            try:
+                self._write_meta(track, spec, count, wrote=bool(points))
+            except BaseException:
+                # All or nothing: the agent retries a failed write, which must not store it twice.
+                if points:
+                    track.log.undo_append()
+                raise
 
     def _write_meta(
         self, track: _Track, spec: TrackSpec | None, count: int, wrote: bool
@@ -265,8 +268,12 @@ class LocalSink(Sink):
     def _write_logs(self, entries: Sequence[dict[str, Any]]) -> None:
         with self._logs.lock:
             _, count = self._logs.append(entries)
-            # 0.2.x numbers its next entry from this file, so keep it in step.
-            write_bytes_atomic(self._logs.directory / ".log_sequence", str(count).encode(), self._fsync)
+            try:
+                # 0.2.x numbers its next entry from this file, so keep it in step.
+                write_bytes_atomic(self._logs.directory / ".log_sequence", str(count).encode(), self._fsync)
+            except BaseException:
+                self._logs.undo_append()  # all or nothing, as for a track
+                raise
 
     def _write_parameters(self, deltas: Sequence[dict[str, Any]]) -> None:
         with self._params_lock:
