@@ -133,7 +133,7 @@ class Session(SessionCore):
             self._check_open()
             buffer, created = self._track_buffer(name, description, tags, metadata)
             if created:
-                track = self._tracks[name] = Track(self, self._queue, buffer)
+                self._tracks[name] = Track(self, self._queue, buffer)
             track = self._tracks[name]
         return track
 
