@@ -55,7 +55,7 @@ Methods
    warm-up read each, ``--reads`` (default 50) reads of ``read(start_index=n-100, limit=100)`` alternate
    between the two tracks; medians are compared (big / small, bar <= 3.0).
 
-5. Stalled sink, in a subprocess: ``dreamlake._session.LocalSink`` is replaced by a subclass whose
+5. Stalled sink, in a subprocess: ``dreamlake._session.session.LocalSink`` is replaced by a subclass whose
    ``write_track`` awaits forever, ``Session(max_queue=200_000, on_full="drop_newest")`` takes 2,000,000
    appends; RSS growth (peak RSS, as in 3, minus RSS after open) is compared with the growth of a plain
    list holding ``max_queue`` such dicts (another subprocess), bar <= 1.5x; ``dropped`` must equal
@@ -436,9 +436,9 @@ def child_e2e_breakdown(directory: Path, n: int) -> dict[str, Any]:
 def child_stalled(directory: Path, n: int, max_queue: int) -> dict[str, Any]:
     import anyio
 
-    import dreamlake._session_core as session_module
-    from dreamlake._local import LocalSink
-    from dreamlake._sink import TrackSpec
+    import dreamlake._session.core as session_module
+    from dreamlake._sinks.base import TrackSpec
+    from dreamlake._sinks.local import LocalSink
 
     class StalledSink(LocalSink):
         async def write_track(self, spec: TrackSpec, points: Sequence[dict[str, Any]]) -> None:

@@ -85,10 +85,10 @@ from typing import Any
 
 from bench_core import machine_facts, ns
 from dreamlake import Session
-from dreamlake._clock import utc_iso
-from dreamlake._jsonl import LEVEL, TIMESTAMP, encode_lines, encode_log_lines
-from dreamlake._jsonl import MESSAGE as MESSAGE_KEY
-from dreamlake._values import normalize
+from dreamlake._disk.jsonl import LEVEL, TIMESTAMP, encode_lines, encode_log_lines
+from dreamlake._disk.jsonl import MESSAGE as MESSAGE_KEY
+from dreamlake._schema.timestamps import utc_iso
+from dreamlake._schema.values import normalize
 
 perf_counter_ns = time.perf_counter_ns
 WORKSPACE = "bench"

@@ -14,9 +14,9 @@ from typing import Any
 import anyio
 import pytest
 
-import dreamlake._session_core
-from dreamlake._local import LocalSink
-from dreamlake._sink import TrackSpec
+import dreamlake._session.core
+from dreamlake._sinks.base import TrackSpec
+from dreamlake._sinks.local import LocalSink
 
 
 class GatedSink(LocalSink):
@@ -43,7 +43,7 @@ class FailingSink(LocalSink):
 
 
 def install(monkeypatch: pytest.MonkeyPatch, sink: type[LocalSink]) -> None:
-    monkeypatch.setattr(dreamlake._session_core, "LocalSink", sink)
+    monkeypatch.setattr(dreamlake._session.core, "LocalSink", sink)
 
 
 class SlowFirstWriteSink(LocalSink):

@@ -3,7 +3,7 @@
 import datetime
 import random
 
-from dreamlake._clock import utc_iso
+from dreamlake._schema.timestamps import utc_iso
 
 
 def reference(seconds: float) -> str:

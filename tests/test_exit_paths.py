@@ -287,9 +287,9 @@ def test_program_catching_keyboardinterrupt_keeps_logging(tmp_path: Path) -> Non
 # (SLOW_DISK: each write first creates ``ROOT/writing-<pid>``, then sleeps) so that a write is
 # surely under way when the signal lands. The test waits for that marker file, never for a time.
 SLOW_DISK = """
-import dreamlake._local
+import dreamlake._sinks.local
 
-_original_write = dreamlake._local.LocalSink._write_track
+_original_write = dreamlake._sinks.local.LocalSink._write_track
 
 
 def _slow_write(self, spec, points):
@@ -298,7 +298,7 @@ def _slow_write(self, spec, points):
     return _original_write(self, spec, points)
 
 
-dreamlake._local.LocalSink._write_track = _slow_write
+dreamlake._sinks.local.LocalSink._write_track = _slow_write
 """
 
 
@@ -324,9 +324,9 @@ def test_signal_while_append_holds_the_queue_lock(tmp_path: Path, signum: int) -
     marker = tmp_path / "caught.json"
     script = make_script(
         block("""
-        import dreamlake._queue
+        import dreamlake._agent.queue
 
-        original = dreamlake._queue.PointQueue._mark_woken
+        original = dreamlake._agent.queue.PointQueue._mark_woken
         fired = []
 
         def mark_woken_then_signal(self):
@@ -335,7 +335,7 @@ def test_signal_while_append_holds_the_queue_lock(tmp_path: Path, signum: int) -
                 os.kill(os.getpid(), SIGNUM)  # its Python handler runs right here, lock held
             return original(self)
 
-        dreamlake._queue.PointQueue._mark_woken = mark_woken_then_signal
+        dreamlake._agent.queue.PointQueue._mark_woken = mark_woken_then_signal
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         i = 0

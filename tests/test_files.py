@@ -21,7 +21,7 @@ from dreamlake import (
     Session,
     StorageError,
 )
-from dreamlake._filestore import FileStore
+from dreamlake._disk.filestore import FileStore
 
 from ._subproc import SESSION, WORKSPACE, block, make_script, run_script
 

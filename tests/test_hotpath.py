@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from dreamlake import InvalidValueError, _hotpath
-from dreamlake._jsonl import LEVEL, MESSAGE, TIMESTAMP
-from dreamlake._values import normalize
+from dreamlake import InvalidValueError
+from dreamlake._agent import hotpath as _hotpath
+from dreamlake._disk.jsonl import LEVEL, MESSAGE, TIMESTAMP
+from dreamlake._schema.values import normalize
 
 IMPLEMENTATIONS = [(_hotpath.PyGate, _hotpath.PyTrackCore)]
 if _hotpath.COMPILED:

@@ -1,7 +1,7 @@
 import pytest
 
 from dreamlake import InvalidNameError, Session
-from dreamlake._names import check_name
+from dreamlake._schema.names import check_name
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dreamlake._jsonl import TrackLog
+from dreamlake._disk.jsonl import TrackLog
 
 
 def lines(path: Path) -> list[dict]:  # type: ignore[type-arg]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dreamlake import InvalidValueError
-from dreamlake._values import normalize, tag_nonfinite, untag_nonfinite
+from dreamlake._schema.values import normalize, tag_nonfinite, untag_nonfinite
 
 
 def test_plain_json_values_pass_unchanged() -> None:

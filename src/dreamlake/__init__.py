@@ -11,7 +11,6 @@
         session.file("model.pt", prefix="/models").save()
 """
 
-from ._async_session import AsyncSession
 from ._config import AgentConfig
 from ._exceptions import (
     ChecksumError,
@@ -28,11 +27,12 @@ from ._exceptions import (
     StorageError,
     WriteProtectedError,
 )
-from ._files import AsyncFileHandle, FileHandle
-from ._logs import LogBuilder, LoggingHandler
-from ._params import AsyncParameters, Parameters
-from ._session import Session, dreamlake_session
-from ._track import AsyncTrack, Track
+from ._session.async_session import AsyncSession
+from ._session.files import AsyncFileHandle, FileHandle
+from ._session.logs import LogBuilder, LoggingHandler
+from ._session.params import AsyncParameters, Parameters
+from ._session.session import Session, dreamlake_session
+from ._session.track import AsyncTrack, Track
 
 __version__ = "0.3.0.dev0"
 

@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ._atomic import fsync_dir, read_json, write_json_atomic
-from ._clock import utc_now_iso
-from ._exceptions import ChecksumError, FileMissingError
-from ._filelock import FileLock
+from .._exceptions import ChecksumError, FileMissingError
+from .._schema.timestamps import utc_now_iso
+from .atomic import fsync_dir, read_json, write_json_atomic
+from .filelock import FileLock
 
 CHUNK = 1 << 20  # bytes per read: large enough for fast hashing, small enough to keep RSS flat
 

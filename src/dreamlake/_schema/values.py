@@ -15,7 +15,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from ._exceptions import InvalidValueError
+from .._exceptions import InvalidValueError
 
 SCALAR_TYPES: frozenset[type] = frozenset({int, float, str, bool, type(None)})
 

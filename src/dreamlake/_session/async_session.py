@@ -18,12 +18,12 @@ from typing import Any, TypeVar
 import anyio
 from anyio.abc import TaskGroup
 
-from ._agent import Agent
-from ._exceptions import FlushTimeoutError, SessionClosedError
-from ._files import AsyncFileHandle
-from ._params import AsyncParameters
-from ._session_core import SessionCore, State
-from ._track import AsyncTrack
+from .._agent.agent import Agent
+from .._exceptions import FlushTimeoutError, SessionClosedError
+from .core import SessionCore, State
+from .files import AsyncFileHandle
+from .params import AsyncParameters
+from .track import AsyncTrack
 
 T = TypeVar("T")
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import anyio
 
-from ._exceptions import DreamlakeError, StorageError
-from ._queue import PointQueue, TrackBuffer
-from ._sink import FileRequest, Sink
+from .._exceptions import DreamlakeError, StorageError
+from .._sinks.base import FileRequest, Sink
+from .queue import PointQueue, TrackBuffer
 
 
 class Agent:

@@ -17,23 +17,23 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ._agent import Agent
-from ._config import DEFAULT_LOCAL_PATH, AgentConfig, Durability, OnFull
-from ._exceptions import (
+from .._agent.agent import Agent
+from .._agent.hotpath import LogCore
+from .._agent.queue import READY, PointQueue, TrackBuffer
+from .._config import DEFAULT_LOCAL_PATH, AgentConfig, Durability, OnFull
+from .._disk.jsonl import LEVEL, MESSAGE, TIMESTAMP
+from .._exceptions import (
     ConfigError,
     DreamlakeError,
     InvalidValueError,
     SessionClosedError,
     WriteProtectedError,
 )
-from ._hotpath import LogCore
-from ._jsonl import LEVEL, MESSAGE, TIMESTAMP
-from ._local import LocalSink
-from ._logs import LEVEL_LOOKUP, LogBuilder, check_level
-from ._names import check_name
-from ._queue import READY, PointQueue, TrackBuffer
-from ._sink import TrackSpec
-from ._values import normalize
+from .._schema.names import check_name
+from .._schema.values import normalize
+from .._sinks.base import TrackSpec
+from .._sinks.local import LocalSink
+from .logs import LEVEL_LOOKUP, LogBuilder, check_level
 
 
 class State(enum.Enum):

@@ -18,11 +18,11 @@ from typing import Any
 
 import msgspec
 
-from ._atomic import fsync_dir
-from ._clock import utc_iso
-from ._filelock import FileLock
-from ._hotpath import frame_lines
-from ._values import tag_nonfinite, untag_nonfinite
+from .._agent.hotpath import frame_lines
+from .._schema.timestamps import utc_iso
+from .._schema.values import tag_nonfinite, untag_nonfinite
+from .atomic import fsync_dir
+from .filelock import FileLock
 
 _PROBE = 4096  # bytes read per probe while seeking; most lines are far shorter
 _SCAN_BELOW = 16 * 1024  # below this span, stop bisecting and count newlines

@@ -8,11 +8,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ._exceptions import InvalidArgumentError
+from .._exceptions import InvalidArgumentError
 
 if TYPE_CHECKING:
-    from ._session import Session
-    from ._session_core import SessionCore
+    from .core import SessionCore
+    from .session import Session
 
 LEVELS = ("debug", "info", "warn", "error", "fatal")
 # Exact spellings first, so the common call needs one dict lookup and no str.lower(); None is

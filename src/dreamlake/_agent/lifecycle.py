@@ -20,8 +20,8 @@ import threading
 from types import FrameType
 from typing import Any, Protocol
 
-from ._config import AgentConfig
-from ._queue import PointQueue
+from .._config import AgentConfig
+from .queue import PointQueue
 
 
 class _Closable(Protocol):

@@ -27,10 +27,10 @@ from typing import Any
 
 import anyio
 
-from ._config import AgentConfig
-from ._exceptions import DreamlakeError, QueueFullError, StorageError
-from ._hotpath import Fifo, Gate, Ready
-from ._sink import TrackSpec
+from .._config import AgentConfig
+from .._exceptions import DreamlakeError, QueueFullError, StorageError
+from .._sinks.base import TrackSpec
+from .hotpath import Fifo, Gate, Ready
 
 
 class TrackBuffer:

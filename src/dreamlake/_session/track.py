@@ -7,15 +7,15 @@ import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from ._agent import Agent
-from ._exceptions import InvalidArgumentError, InvalidValueError
-from ._hotpath import TrackCore
-from ._queue import READY, PointQueue, TrackBuffer
-from ._values import normalize
+from .._agent.agent import Agent
+from .._agent.hotpath import TrackCore
+from .._agent.queue import READY, PointQueue, TrackBuffer
+from .._exceptions import InvalidArgumentError, InvalidValueError
+from .._schema.values import normalize
 
 if TYPE_CHECKING:
-    from ._async_session import AsyncSession
-    from ._session import Session
+    from .async_session import AsyncSession
+    from .session import Session
 
 
 class Track(TrackCore):

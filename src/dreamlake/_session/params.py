@@ -13,13 +13,13 @@ import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._agent import Agent
-from ._exceptions import InvalidArgumentError, ParameterConflictError
-from ._values import normalize
+from .._agent.agent import Agent
+from .._exceptions import InvalidArgumentError, ParameterConflictError
+from .._schema.values import normalize
 
 if TYPE_CHECKING:
-    from ._async_session import AsyncSession
-    from ._session import Session
+    from .async_session import AsyncSession
+    from .session import Session
 
 SEP = "."
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._exceptions import InvalidNameError
+from .._exceptions import InvalidNameError
 
 _MAX_NAME_BYTES = 255  # the usual NAME_MAX of Linux and macOS file systems
 

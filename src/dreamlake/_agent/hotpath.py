@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Generator
 from typing import Any
 
-from ._values import SCALAR_TYPES
+from .._schema.values import SCALAR_TYPES
 
 
 class PyGate:
@@ -132,12 +132,12 @@ def py_frame_lines(first_index: int, blob: bytes) -> bytes:
 
 
 try:
-    from ._speedups import Fifo as Fifo
-    from ._speedups import Gate as Gate
-    from ._speedups import LogCore as LogCore
-    from ._speedups import Ready as Ready
-    from ._speedups import TrackCore as TrackCore
-    from ._speedups import frame_lines as frame_lines
+    from .._speedups import Fifo as Fifo
+    from .._speedups import Gate as Gate
+    from .._speedups import LogCore as LogCore
+    from .._speedups import Ready as Ready
+    from .._speedups import TrackCore as TrackCore
+    from .._speedups import frame_lines as frame_lines
 
     COMPILED = True
 except ImportError:  # built without a C compiler: same behaviour, slower

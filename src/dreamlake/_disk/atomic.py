@@ -11,7 +11,7 @@ from typing import Any
 
 import msgspec
 
-from ._values import tag_nonfinite, untag_nonfinite
+from .._schema.values import tag_nonfinite, untag_nonfinite
 
 _ENCODER = msgspec.json.Encoder()
 

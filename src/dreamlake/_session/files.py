@@ -15,15 +15,15 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from ._agent import Agent
-from ._exceptions import FileMissingError, InvalidArgumentError, InvalidNameError, InvalidValueError
-from ._sink import FileRequest
-from ._values import normalize
+from .._agent.agent import Agent
+from .._exceptions import FileMissingError, InvalidArgumentError, InvalidNameError, InvalidValueError
+from .._schema.values import normalize
+from .._sinks.base import FileRequest
 
 if TYPE_CHECKING:
-    from ._async_session import AsyncSession
-    from ._session import Session
-    from ._session_core import SessionCore
+    from .async_session import AsyncSession
+    from .core import SessionCore
+    from .session import Session
 
 
 def check_prefix(prefix: object) -> str:

@@ -16,14 +16,14 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, TypeVar
 
-from . import _lifecycle
-from ._agent import Agent
-from ._exceptions import DreamlakeError, SessionClosedError
-from ._files import FileHandle
-from ._params import Parameters
-from ._runner import AgentThread
-from ._session_core import SessionCore, State
-from ._track import Track
+from .._agent import lifecycle as _lifecycle
+from .._agent.agent import Agent
+from .._agent.hosts import AgentThread
+from .._exceptions import DreamlakeError, SessionClosedError
+from .core import SessionCore, State
+from .files import FileHandle
+from .params import Parameters
+from .track import Track
 
 T = TypeVar("T")
 

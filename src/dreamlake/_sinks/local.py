@@ -23,13 +23,13 @@ from typing import Any
 
 import anyio
 
-from ._atomic import fsync_dir, read_json, write_bytes_atomic, write_json_atomic
-from ._clock import utc_now_iso
-from ._filelock import FileLock
-from ._filestore import FileStore
-from ._jsonl import NumberedLog, TrackLog, encode_log_lines
-from ._params import merge
-from ._sink import FileRequest, Sink, TrackSpec
+from .._disk.atomic import fsync_dir, read_json, write_bytes_atomic, write_json_atomic
+from .._disk.filelock import FileLock
+from .._disk.filestore import FileStore
+from .._disk.jsonl import NumberedLog, TrackLog, encode_log_lines
+from .._schema.timestamps import utc_now_iso
+from .._session.params import merge
+from .base import FileRequest, Sink, TrackSpec
 
 # Blocking file work runs in worker threads. A cancelled call stops being waited for at once: the
 # agent is only ever cancelled when close() runs past its deadline, and nothing is retried after that

@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 import anyio
 from anyio.from_thread import BlockingPortal
 
-from ._agent import Agent
-from ._exceptions import FlushTimeoutError
+from .._exceptions import FlushTimeoutError
+from .agent import Agent
 
 T = TypeVar("T")
 

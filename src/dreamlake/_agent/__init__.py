@@ -1,0 +1,1 @@
+"""Everything between append() and the sink: hot path, queue, agent, its hosts and the process lifecycle."""

@@ -1,0 +1,1 @@
+"""Rules shared by client and server: names, values, parameter keys, log levels, timestamps."""

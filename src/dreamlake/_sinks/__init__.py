@@ -1,0 +1,1 @@
+"""Where the agent's batches go: the Sink interface and its implementations."""
