@@ -55,7 +55,7 @@ Methods
    warm-up read each, ``--reads`` (default 50) reads of ``read(start_index=n-100, limit=100)`` alternate
    between the two tracks; medians are compared (big / small, bar <= 3.0).
 
-5. Stalled sink, in a subprocess: ``dreamlake._session.session.LocalSink`` is replaced by a subclass whose
+5. Stalled sink, in a subprocess: ``dreamlake._sinks.LocalSink`` is replaced by a subclass whose
    ``write_track`` awaits forever, ``Session(max_queue=200_000, on_full="drop_newest")`` takes 2,000,000
    appends; RSS growth (peak RSS, as in 3, minus RSS after open) is compared with the growth of a plain
    list holding ``max_queue`` such dicts (another subprocess), bar <= 1.5x; ``dropped`` must equal
@@ -349,7 +349,10 @@ def child_e2e_breakdown(directory: Path, n: int) -> dict[str, Any]:
     for the GIL or for the queue costs nothing) and wall time; ``backlog`` is the largest number of
     points the agent found queued for the track when it started a flush.
     """
-    from dreamlake import _jsonl, _local, _queue, _runner
+    from dreamlake._agent import hosts as _runner
+    from dreamlake._agent import queue as _queue
+    from dreamlake._disk import jsonl as _jsonl
+    from dreamlake._disk import session_dir as _session_dir
 
     cpu: dict[str, float] = {}
     wall: dict[str, float] = {}
@@ -382,10 +385,10 @@ def child_e2e_breakdown(directory: Path, n: int) -> dict[str, Any]:
         (_queue.PointQueue, "pending", "agent: PointQueue.pending"),
         (_queue.PointQueue, "take", "agent: PointQueue.take"),
         (_runner.AgentThread, "_main", "agent thread (all)"),  # from the first append on, see below
-        (_local.LocalSink, "_write_track", "worker: LocalSink._write_track (all)"),
+        (_session_dir.SessionDir, "write_track", "worker: SessionDir.write_track (all)"),
         (_jsonl, "encode_lines", "worker: _jsonl.encode_lines"),
         (_jsonl, "_write_all", "worker: _write_all (os.write)"),
-        (_local.LocalSink, "_write_meta", "worker: _write_meta"),
+        (_session_dir.SessionDir, "_write_meta", "worker: _write_meta"),
         (_queue.PointQueue, "admit", "main: PointQueue.admit (slow path)"),
         (_queue.PointQueue, "_wait_for_room", "main: _wait_for_room (queue full)"),
     ]
@@ -436,7 +439,7 @@ def child_e2e_breakdown(directory: Path, n: int) -> dict[str, Any]:
 def child_stalled(directory: Path, n: int, max_queue: int) -> dict[str, Any]:
     import anyio
 
-    import dreamlake._session.core as session_module
+    import dreamlake._sinks as sinks_module
     from dreamlake._sinks.base import TrackSpec
     from dreamlake._sinks.local import LocalSink
 
@@ -444,7 +447,7 @@ def child_stalled(directory: Path, n: int, max_queue: int) -> dict[str, Any]:
         async def write_track(self, spec: TrackSpec, points: Sequence[dict[str, Any]]) -> None:
             await anyio.sleep_forever()
 
-    session_module.LocalSink = StalledSink  # type: ignore[attr-defined]
+    sinks_module.LocalSink = StalledSink  # type: ignore[misc]
     session = Session(
         "stalled", WORKSPACE, local_path=directory, max_queue=max_queue, on_full="drop_newest"
     ).open()

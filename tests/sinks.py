@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import pytest
 
-import dreamlake._session.core
+import dreamlake._sinks
 from dreamlake._sinks.base import TrackSpec
 from dreamlake._sinks.local import LocalSink
 
@@ -43,7 +43,7 @@ class FailingSink(LocalSink):
 
 
 def install(monkeypatch: pytest.MonkeyPatch, sink: type[LocalSink]) -> None:
-    monkeypatch.setattr(dreamlake._session.core, "LocalSink", sink)
+    monkeypatch.setattr(dreamlake._sinks, "LocalSink", sink)
 
 
 class SlowFirstWriteSink(LocalSink):
@@ -52,8 +52,8 @@ class SlowFirstWriteSink(LocalSink):
     release = threading.Event()
     slowed = threading.Event()
 
-    def _write_track(self, spec: TrackSpec, points: Sequence[dict[str, Any]]) -> None:
+    async def write_track(self, spec: TrackSpec, points: Sequence[dict[str, Any]]) -> None:
         if points and not SlowFirstWriteSink.slowed.is_set():
             SlowFirstWriteSink.slowed.set()
-            SlowFirstWriteSink.release.wait(60)
-        super()._write_track(spec, points)
+            await anyio.to_thread.run_sync(SlowFirstWriteSink.release.wait, 60, abandon_on_cancel=True)
+        await super().write_track(spec, points)

@@ -287,9 +287,9 @@ def test_program_catching_keyboardinterrupt_keeps_logging(tmp_path: Path) -> Non
 # (SLOW_DISK: each write first creates ``ROOT/writing-<pid>``, then sleeps) so that a write is
 # surely under way when the signal lands. The test waits for that marker file, never for a time.
 SLOW_DISK = """
-import dreamlake._sinks.local
+import dreamlake._disk.session_dir
 
-_original_write = dreamlake._sinks.local.LocalSink._write_track
+_original_write = dreamlake._disk.session_dir.SessionDir.write_track
 
 
 def _slow_write(self, spec, points):
@@ -298,7 +298,7 @@ def _slow_write(self, spec, points):
     return _original_write(self, spec, points)
 
 
-dreamlake._sinks.local.LocalSink._write_track = _slow_write
+dreamlake._disk.session_dir.SessionDir.write_track = _slow_write
 """
 
 

@@ -149,9 +149,9 @@ else:
     # pool.terminate() while the workers' finalizers are writing, as `with Pool(...)` does when the
     # workers have just been told to stop: a slow disk (0.3 s per write) and a marker file written by
     # each worker's first write make that ordering certain.
-    import dreamlake._sinks.local
+    import dreamlake._disk.session_dir
 
-    original_write = dreamlake._sinks.local.LocalSink._write_track
+    original_write = dreamlake._disk.session_dir.SessionDir.write_track
     parent = os.getpid()
 
     def slow_write(self, spec, points):
@@ -160,7 +160,7 @@ else:
         time.sleep(0.3)
         return original_write(self, spec, points)
 
-    dreamlake._sinks.local.LocalSink._write_track = slow_write
+    dreamlake._disk.session_dir.SessionDir.write_track = slow_write
     pool = ctx.Pool(2)
     results = pool.map(square, range(C), chunksize=50)
     print("results", sum(r for _, r in results), flush=True)

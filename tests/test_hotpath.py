@@ -9,7 +9,8 @@ import pytest
 
 from dreamlake import InvalidValueError
 from dreamlake._agent import hotpath as _hotpath
-from dreamlake._disk.jsonl import LEVEL, MESSAGE, TIMESTAMP
+from dreamlake._disk import jsonl
+from dreamlake._schema.levels import LEVEL, MESSAGE, TIMESTAMP
 from dreamlake._schema.values import normalize
 
 IMPLEMENTATIONS = [(_hotpath.PyGate, _hotpath.PyTrackCore)]
@@ -76,7 +77,7 @@ def test_reset_and_lifetime(core: Any) -> None:
     assert len(items) == 1000
 
 
-FRAMERS = [_hotpath.py_frame_lines] + ([_speedups.frame_lines] if _hotpath.COMPILED else [])
+FRAMERS = [jsonl.py_frame_lines] + ([_speedups.frame_lines] if _hotpath.COMPILED else [])
 
 
 @pytest.mark.parametrize("frame", FRAMERS)

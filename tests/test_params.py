@@ -17,7 +17,7 @@ from dreamlake import (
     ParameterConflictError,
     Session,
 )
-from dreamlake._session.params import KeySet, flatten, merge, unflatten
+from dreamlake._schema.params import KeySet, flatten, merge, unflatten
 
 from ._subproc import SESSION, WORKSPACE, Child, block, make_script, no_errors
 

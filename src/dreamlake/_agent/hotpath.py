@@ -124,20 +124,12 @@ class PyLogCore:
         return _enqueue(self, entry)
 
 
-def py_frame_lines(first_index: int, blob: bytes) -> bytes:
-    """Python twin of ``_speedups.frame_lines``: number JSONL lines as ``{"index": i, "data": line}``."""
-    lines = blob.split(b"\n")
-    lines.pop()  # after the last newline
-    return b"".join(b'{"index":%d,"data":%b}\n' % item for item in enumerate(lines, first_index))
-
-
 try:
     from .._speedups import Fifo as Fifo
     from .._speedups import Gate as Gate
     from .._speedups import LogCore as LogCore
     from .._speedups import Ready as Ready
     from .._speedups import TrackCore as TrackCore
-    from .._speedups import frame_lines as frame_lines
 
     COMPILED = True
 except ImportError:  # built without a C compiler: same behaviour, slower
@@ -146,5 +138,4 @@ except ImportError:  # built without a C compiler: same behaviour, slower
     LogCore = PyLogCore  # type: ignore[assignment,misc]
     Ready = PyReady  # type: ignore[assignment,misc]
     TrackCore = PyTrackCore  # type: ignore[assignment,misc]
-    frame_lines = py_frame_lines
     COMPILED = False

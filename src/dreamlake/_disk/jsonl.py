@@ -18,7 +18,7 @@ from typing import Any
 
 import msgspec
 
-from .._agent.hotpath import frame_lines
+from .._schema.levels import LEVEL, MESSAGE, TIMESTAMP
 from .._schema.timestamps import utc_iso
 from .._schema.values import tag_nonfinite, untag_nonfinite
 from .atomic import fsync_dir
@@ -38,8 +38,20 @@ class _Sequence(msgspec.Struct, rename={"index": "sequenceNumber"}):
 
 _ENCODER = msgspec.json.Encoder()
 _ENCODE_BLOCK = 2048  # points per msgspec call (about 0.5 ms here)
-TIMESTAMP, LEVEL, MESSAGE = 0, 1, 2  # the keys of a queued log entry's own fields
 _LINES_DECODER = msgspec.json.Decoder(list[dict[str, Any]])
+
+
+def py_frame_lines(first_index: int, blob: bytes) -> bytes:
+    """Python twin of ``_speedups.frame_lines``: number JSONL lines as ``{"index": i, "data": line}``."""
+    lines = blob.split(b"\n")
+    lines.pop()  # after the last newline
+    return b"".join(b'{"index":%d,"data":%b}\n' % item for item in enumerate(lines, first_index))
+
+
+try:
+    from .._speedups import frame_lines
+except ImportError:  # built without a C compiler
+    frame_lines = py_frame_lines
 
 
 def encode_lines(first_index: int, points: Sequence[dict[str, Any]]) -> bytes:

@@ -23,3 +23,17 @@ def check_name(kind: str, name: object) -> str:
     if len(name.encode("utf-8", "surrogatepass")) > _MAX_NAME_BYTES:
         raise InvalidNameError(f"{kind} name is longer than {_MAX_NAME_BYTES} bytes")
     return name
+
+
+def check_prefix(prefix: object) -> str:
+    """Return ``prefix`` as ``/a/b`` (a logical folder), or raise if it could escape the session."""
+    if not isinstance(prefix, str):
+        raise InvalidNameError(f"file prefix must be a str, got {type(prefix).__name__}")
+    parts = [part for part in prefix.split("/") if part]
+    for part in parts:
+        if part in (".", "..") or "\\" in part or "\x00" in part:
+            raise InvalidNameError(
+                f"file prefix {prefix!r} is not allowed: use '/'-separated names without "
+                "'.', '..', '\\' or NUL"
+            )
+    return "/" + "/".join(parts)

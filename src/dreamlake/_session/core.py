@@ -21,7 +21,6 @@ from .._agent.agent import Agent
 from .._agent.hotpath import LogCore
 from .._agent.queue import READY, PointQueue, TrackBuffer
 from .._config import DEFAULT_LOCAL_PATH, AgentConfig, Durability, OnFull
-from .._disk.jsonl import LEVEL, MESSAGE, TIMESTAMP
 from .._exceptions import (
     ConfigError,
     DreamlakeError,
@@ -29,11 +28,12 @@ from .._exceptions import (
     SessionClosedError,
     WriteProtectedError,
 )
+from .._schema.levels import LEVEL, LEVEL_LOOKUP, MESSAGE, TIMESTAMP, check_level
 from .._schema.names import check_name
 from .._schema.values import normalize
+from .._sinks import Sink, make_sink
 from .._sinks.base import TrackSpec
-from .._sinks.local import LocalSink
-from .logs import LEVEL_LOOKUP, LogBuilder, check_level
+from .logs import LogBuilder
 
 
 class State(enum.Enum):
@@ -148,7 +148,7 @@ class SessionCore(LogCore):
     def _agent(self) -> Agent | None:
         raise NotImplementedError
 
-    def _new_sink(self) -> LocalSink:
+    def _new_sink(self) -> Sink:
         fields = {
             "name": self.name,
             "description": self.description,
@@ -157,9 +157,9 @@ class SessionCore(LogCore):
             "metadata": self.metadata,
             "write_protected": self.write_protected,
         }
-        return LocalSink(self.local_path, self.workspace, fields, fsync=self.config.durability != "buffered")
+        return make_sink(self.config, self.local_path, self.workspace, fields)
 
-    def _sink_opened(self, sink: LocalSink) -> None:
+    def _sink_opened(self, sink: Sink) -> None:
         """The agent has opened ``sink``: let writes in, unless the session is write-protected."""
         self.write_protected = sink.write_protected
         if not self.write_protected:

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from .._agent.agent import Agent
-from .._exceptions import FileMissingError, InvalidArgumentError, InvalidNameError, InvalidValueError
+from .._exceptions import FileMissingError, InvalidArgumentError, InvalidValueError
+from .._schema.names import check_prefix
 from .._schema.values import normalize
 from .._sinks.base import FileRequest
 
@@ -24,20 +25,6 @@ if TYPE_CHECKING:
     from .async_session import AsyncSession
     from .core import SessionCore
     from .session import Session
-
-
-def check_prefix(prefix: object) -> str:
-    """Return ``prefix`` as ``/a/b`` (a logical folder), or raise if it could escape the session."""
-    if not isinstance(prefix, str):
-        raise InvalidNameError(f"file prefix must be a str, got {type(prefix).__name__}")
-    parts = [part for part in prefix.split("/") if part]
-    for part in parts:
-        if part in (".", "..") or "\\" in part or "\x00" in part:
-            raise InvalidNameError(
-                f"file prefix {prefix!r} is not allowed: use '/'-separated names without "
-                "'.', '..', '\\' or NUL"
-            )
-    return "/" + "/".join(parts)
 
 
 def _check_tags(tags: object) -> list[str] | None:

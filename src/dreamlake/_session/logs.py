@@ -8,32 +8,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .._exceptions import InvalidArgumentError
-
 if TYPE_CHECKING:
     from .core import SessionCore
     from .session import Session
-
-LEVELS = ("debug", "info", "warn", "error", "fatal")
-# Exact spellings first, so the common call needs one dict lookup and no str.lower(); None is
-# "info", as in 0.2.x.
-LEVEL_LOOKUP: dict[str | None, str] = {
-    None: "info", **{name: name for name in LEVELS}, **{name.upper(): name for name in LEVELS}
-}
-
-
-def check_level(level: object) -> str:
-    """Return the canonical spelling of ``level`` (case-insensitive; ``None`` is info), or raise."""
-    if level is None:
-        return "info"
-    if isinstance(level, str):
-        canonical = LEVEL_LOOKUP.get(level) or LEVEL_LOOKUP.get(level.lower())
-        if canonical is not None:
-            return canonical
-    raise InvalidArgumentError(
-        f"invalid log level {level!r}: use one of {', '.join(LEVELS)} (case-insensitive)"
-    )
-
 
 class LogBuilder:
     """What ``session.log(metadata=...)`` returns without a message: call a level on it.

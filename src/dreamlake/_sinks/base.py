@@ -12,15 +12,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .._schema.wire import TrackSpec
 
-@dataclasses.dataclass
-class TrackSpec:
-    """A track's name and the descriptive fields given to ``session.track(...)``."""
-
-    name: str
-    description: str | None = None
-    tags: list[str] | None = None
-    metadata: dict[str, Any] | None = None
+__all__ = ["FileRequest", "Sink", "TrackSpec"]
 
 
 @dataclasses.dataclass(frozen=True)
