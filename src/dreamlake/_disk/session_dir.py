@@ -5,7 +5,7 @@
   session.json                    name, workspace, description, tags, folder, metadata, write_protected
   parameters.json                 {"version", "data": {flat keys}, "updatedAt"}, merged under a file lock
   logs/logs.jsonl                 numbered like a track (see _jsonl.py); logs/.log_sequence for 0.2.x
-  tracks/<track>/data.jsonl       (see _jsonl.py)
+  tracks/<track>/data.jsonl       (see _jsonl.py); <track> is the escaped name (names.track_dirname)
   tracks/<track>/metadata.json    replaced atomically after every append, so it is in step with the data
   files/                          (see _filestore.py)
 ```
@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .._schema.names import check_track_name, track_dirname, track_name_from_dirname
 from .._schema.params import merge
 from .._schema.timestamps import utc_now_iso
 from .._schema.wire import TrackSpec
@@ -32,9 +33,10 @@ CHUNK_SIZE = 10_000  # the server's cold-tier chunk size; reported by stats() fo
 
 
 class _Track:
-    """A track's data log and the path of its metadata."""
+    """A track's name, its data log and the path of its metadata."""
 
-    def __init__(self, directory: Path, fsync: bool) -> None:
+    def __init__(self, name: str, directory: Path, fsync: bool) -> None:
+        self.name = name
         self.log = TrackLog(directory, fsync)
         self.meta_path = directory / "metadata.json"
 
@@ -110,11 +112,13 @@ class SessionDir:
         with self._tracks_lock:
             track = self._tracks.get(name)
             if track is None:
-                directory = self.directory / "tracks" / name
+                # Checked again here, not only by the session: whoever calls, the escaped name is
+                # one component that is not '.' or '..', so nothing lands outside tracks/.
+                directory = self.directory / "tracks" / track_dirname(check_track_name(name))
                 if not create and not (directory / "metadata.json").exists():
                     return None
                 directory.mkdir(parents=True, exist_ok=True)
-                track = self._tracks[name] = _Track(directory, self._fsync)
+                track = self._tracks[name] = _Track(name, directory, self._fsync)
             return track
 
     def write_track(self, spec: TrackSpec, points: Sequence[dict[str, Any]]) -> None:
@@ -139,10 +143,9 @@ class SessionDir:
         # Re-read rather than cache: another process may have written the track since.
         meta: dict[str, Any] | None = read_json(track.meta_path)
         if meta is None:
-            name = track.log.directory.name
             meta = {
-                "trackId": f"local-track-{name}",
-                "name": name,
+                "trackId": f"local-track-{track.name}",
+                "name": track.name,
                 "description": None,
                 "tags": [],
                 "metadata": None,
@@ -213,7 +216,7 @@ class SessionDir:
             out.append(
                 {
                     "trackId": meta["trackId"],
-                    "name": meta["name"],
+                    "name": meta.get("name") or track_name_from_dirname(entry.name),
                     "description": meta.get("description"),
                     "tags": meta.get("tags") or [],
                     "totalDataPoints": meta.get("totalDataPoints", 0),

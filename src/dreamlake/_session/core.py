@@ -29,7 +29,7 @@ from .._exceptions import (
     WriteProtectedError,
 )
 from .._schema.levels import LEVEL, LEVEL_LOOKUP, MESSAGE, TIMESTAMP, check_level
-from .._schema.names import check_name
+from .._schema.names import check_name, check_track_name
 from .._schema.values import normalize
 from .._sinks import Sink, make_sink
 from .._sinks.base import TrackSpec
@@ -173,7 +173,7 @@ class SessionCore(LogCore):
         metadata: dict[str, Any] | None,
     ) -> tuple[TrackBuffer, bool]:
         """The buffer of track ``name`` (updating its descriptive fields), and whether it is new."""
-        check_name("track", name)
+        check_track_name(name)
         with self._state_lock:
             buffer = self._buffers.get(name)
             created = buffer is None
