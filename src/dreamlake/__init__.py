@@ -9,6 +9,12 @@
         session.parameters().set(model={"lr": 0.001})
         session.log("done", level="info")
         session.file("model.pt", prefix="/models").save()
+
+Where a point goes, folder by folder: ``_session/track.py`` → ``_agent/hotpath.py`` (C: ``_speedups.c``)
+→ ``_agent/queue.py`` → ``_agent/agent.py``, then ``_sinks/local.py`` → ``_disk/session_dir.py`` →
+``_disk/jsonl.py``. The rules both sides share are in ``_schema/``; the server (``server/``, extra
+``dreamlake[server]``) goes ``app.py`` → ``compat.py`` / ``ingest.py`` → ``hot/`` → ``archiver.py`` →
+``cold/``.
 """
 
 from ._config import AgentConfig

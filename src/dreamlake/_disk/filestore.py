@@ -96,7 +96,7 @@ class FileStore:
         """Files not deleted, under ``prefix`` and carrying any of ``tags`` (when given)."""
         files = [f for f in self._files() if f.get("deletedAt") is None]
         if prefix:
-            files = [f for f in files if _under(f.get("path", "/"), prefix)]
+            files = [f for f in files if is_under(f.get("path", "/"), prefix)]
         if tags:
             files = [f for f in files if any(tag in (f.get("tags") or []) for tag in tags)]
         return files
@@ -172,7 +172,7 @@ class FileStore:
             return file_id, path
 
 
-def _under(path: str, prefix: str) -> bool:
+def is_under(path: str, prefix: str) -> bool:
     """Whether logical ``path`` is ``prefix`` or inside it."""
     prefix = prefix.rstrip("/")
     return not prefix or path == prefix or path.startswith(prefix + "/")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import msgspec
+
 
 @dataclasses.dataclass
 class TrackSpec:
@@ -14,3 +16,34 @@ class TrackSpec:
     description: str | None = None
     tags: list[str] | None = None
     metadata: dict[str, Any] | None = None
+
+
+# The bulk ingest route (``POST /sessions/{id}/batches``), msgpack or JSON, shared by the server and the
+# SDK's remote sink. The idempotency key travels in the ``Idempotency-Key`` header.
+
+
+class TrackPoints(msgspec.Struct, forbid_unknown_fields=True):
+    """One track's points in a bulk batch, with the track's descriptive fields (None keeps them)."""
+
+    name: str
+    points: list[dict[str, Any]]
+    description: str | None = None
+    tags: list[str] | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class LogRecord(msgspec.Struct, forbid_unknown_fields=True):
+    """A log entry; ``timestamp`` is POSIX seconds or an ISO-8601 string."""
+
+    timestamp: float | str
+    level: str
+    message: str
+    metadata: dict[str, Any] | None = None
+
+
+class BulkBatch(msgspec.Struct, forbid_unknown_fields=True):
+    """Everything one request stores for one session, all or nothing."""
+
+    tracks: list[TrackPoints] = []
+    logs: list[LogRecord] = []
+    parameters: list[dict[str, Any]] = []

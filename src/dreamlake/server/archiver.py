@@ -1,0 +1,81 @@
+"""The archiver: moves each full chunk of a track's points from the hot tier to the cold tier.
+
+Three steps per chunk, each safe to crash after: (1) write the chunk object (put-if-absent, so a
+redo or a second server keeps the first copy, which holds the same points); (2) record the chunk
+in the hot tier, which also (3) drops the hot batches wholly inside archived ranges. Until (2)
+commits, reads take those points from the hot tier; after it, from the chunk. Either way each
+point is read exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+
+from .cold.base import ColdTier
+from .hot.base import HotTier, TrackRecord
+from .points import batch_points, chunk_key, encode_chunk
+
+log = logging.getLogger("dreamlake.server")
+
+_TRACKS_PER_PASS = 100
+
+
+class Archiver:
+    """Archives full chunks, woken after ingests and otherwise every ``interval`` seconds."""
+
+    def __init__(self, hot: HotTier, cold: ColdTier, chunk_size: int, interval: float) -> None:
+        self._hot = hot
+        self._cold = cold
+        self._size = chunk_size
+        self._interval = interval
+        self._wake = anyio.Event()
+        self.chunks_written = 0
+        self.failures = 0
+
+    def wake(self) -> None:
+        """Ask for a pass soon (after an ingest that may have filled a chunk)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Archive until cancelled; a cancellation lands between steps, never inside a tier write."""
+        while True:
+            with anyio.move_on_after(self._interval):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+            try:
+                while await self.archive_once():
+                    pass
+            except Exception:  # a tier that is down: log once per failure, retry next pass
+                self.failures += 1
+                log.warning("archiver pass failed; retrying", exc_info=True)
+
+    async def archive_once(self) -> int:
+        """One pass over the tracks holding full chunks; returns the number of chunks archived."""
+        done = 0
+        for track in await self._hot.tracks_to_archive(self._size, _TRACKS_PER_PASS):
+            while track.total - track.chunked >= self._size:
+                with anyio.CancelScope(shield=True):
+                    await self._archive(track, track.chunked // self._size)
+                done += 1
+                fresh = await self._hot.get_track(track.session_id, track.name)
+                if fresh is None or fresh.chunked == track.chunked:
+                    break  # nothing moved: leave it to the next pass rather than spin
+                track = fresh
+        return done
+
+    async def _archive(self, track: TrackRecord, chunk: int) -> None:
+        first, end = chunk * self._size, (chunk + 1) * self._size
+        points: list[dict[str, object]] = []
+        created: list[str] = []
+        for batch in await self._hot.read_batches(track.id, first, end):
+            lo, hi = max(first, batch.start), min(end, batch.start + batch.count)
+            points.extend(batch_points(batch)[lo - batch.start : hi - batch.start])
+            created.extend([batch.created_at] * (hi - lo))
+        if len(points) != self._size:
+            return  # another server archived it meanwhile: its record says so
+        blob = await anyio.to_thread.run_sync(encode_chunk, first, points, created)
+        await self._cold.put(chunk_key(track.id, chunk), blob)
+        if await self._hot.chunk_archived(track.id, chunk, self._size):
+            self.chunks_written += 1

@@ -1,0 +1,51 @@
+"""The server's settings: where the tiers live, the chunk size, the limits, auth mode."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from pathlib import Path
+
+DEV_JWT_SECRET = "your-secret-key-change-this-in-production"  # what 0.2.x clients sign with
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerConfig:
+    """Everything ``dreamlake serve`` is told; the app keeps no other state of its own."""
+
+    data: Path = Path(".dreamlake-server")
+    host: str = "127.0.0.1"
+    port: int = 8000
+    chunk_size: int = 10_000
+    dev: bool = False
+    jwt_secret: str | None = None
+    max_body: int = 64 * 1024 * 1024  # bytes, also after decompression
+    max_points: int = 1_000_000  # points per request
+    max_read: int = 10_000  # points per read
+    archive_interval: float = 0.5  # seconds between archiver passes when idle
+
+    def __post_init__(self) -> None:
+        if self.chunk_size < 1:
+            raise ValueError("--chunk-size must be at least 1")
+        if self.dev and not is_loopback(self.host):
+            raise ValueError(
+                f"--dev accepts self-made 0.2.x tokens, so it binds to loopback only; got --host {self.host}"
+            )
+
+    @property
+    def hot_path(self) -> Path:
+        return self.data / "hot.sqlite3"
+
+    @property
+    def cold_path(self) -> Path:
+        return self.data / "cold"
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

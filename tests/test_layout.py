@@ -1,0 +1,73 @@
+"""The package's imports point one way (see the docstring of ``dreamlake/__init__.py``): the rules
+know nothing of the client, storage knows nothing of the handles, the client never imports the server."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import dreamlake
+
+PACKAGE = Path(dreamlake.__file__).parent
+
+# What each part may import besides itself; top-level leaves (_exceptions, _config, _speedups) are
+# listed where allowed.
+ALLOWED: dict[str, set[str]] = {
+    "_schema": {"_exceptions"},
+    "_disk": {"_schema", "_exceptions", "_speedups"},
+    "_sinks": {"_disk", "_schema", "_config", "_exceptions"},
+    "_agent": {"_sinks", "_schema", "_config", "_exceptions", "_speedups"},
+    "_session": {"_agent", "_sinks", "_schema", "_config", "_exceptions"},
+    "server": {"_schema", "_disk", "_exceptions"},
+    "_cli": {"server", "_schema", "_disk", "_exceptions", "_config", "_session", "_sinks"},
+    "__init__": {"_session", "_config", "_exceptions"},
+    "__main__": {"_cli"},
+    "_config": {"_exceptions"},
+}
+
+
+def imported_parts(path: Path) -> set[str]:
+    """The top-level parts of ``dreamlake`` that module ``path`` imports."""
+    relative = path.relative_to(PACKAGE).parts
+    depth = len(relative) - 1  # how deep the module sits below dreamlake/
+    parts = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: climb to dreamlake/, then read the first part
+                if node.level <= depth:
+                    continue  # inside its own part
+                names = (node.module or "").split(".")
+                parts.add(names[0] if names[0] else node.names[0].name)
+            elif node.module and node.module.startswith("dreamlake."):
+                parts.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            parts.update(a.name.split(".")[1] for a in node.names if a.name.startswith("dreamlake."))
+    return parts
+
+
+def test_every_import_points_down() -> None:
+    wrong = [
+        f"{path.relative_to(PACKAGE)} imports {target}"
+        for path in sorted(PACKAGE.rglob("*.py"))
+        for target in imported_parts(path) - ALLOWED.get(_part(path), set()) - {_part(path)}
+    ]
+    assert wrong == []
+
+
+def _part(path: Path) -> str:
+    return path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+
+
+def test_the_client_never_imports_the_server() -> None:
+    client = [p for p in PACKAGE.rglob("*.py") if p.relative_to(PACKAGE).parts[0] not in ("server", "_cli")]
+    assert client
+    assert [str(p) for p in client if "server" in imported_parts(p)] == []
+
+
+def test_importing_dreamlake_loads_no_server_dependency() -> None:
+    server_modules = ("starlette", "uvicorn", "zstandard", "jwt", "dreamlake.server")
+    code = f"import sys, dreamlake; print(sorted(m for m in {server_modules!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
