@@ -164,3 +164,13 @@ async def test_async_session_takes_the_same_names(tmp_path: Path) -> None:
         assert (await s.track("train/loss").stats())["name"] == "train/loss"
         assert [t["name"] for t in await s.tracks()] == ["train/loss"]
     assert [p.name for p in (s.path / "tracks").iterdir()] == ["train%2Floss"]
+
+
+def test_a_track_named_like_the_log_buffer_is_a_track(tmp_path: Path) -> None:
+    with Session(RUN, WS, local_path=tmp_path) as s:
+        s.track(".logs").append(v=1)
+        s.log("a log entry")
+        assert s.track(".logs").read()["data"] == [{"index": 0, "data": {"v": 1}}]
+    logs = (tmp_path / WS / RUN / "logs" / "logs.jsonl").read_text().splitlines()
+    assert len(logs) == 1
+    assert "a log entry" in logs[0]

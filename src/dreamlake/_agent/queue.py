@@ -45,7 +45,7 @@ class TrackBuffer:
         self.spec_dirty = True
 
 
-LOGS = ".logs"  # the log entries' buffer; no track name can start with "."
+LOGS = "\x00logs"  # the log entries' buffer; no track name can hold NUL (_schema.names)
 READY = Ready()  # what the async face's append returns when the point is queued without waiting
 _RECHECK = 0.5  # seconds between re-checks of why a wait for room should end (closed, failing sink)
 
