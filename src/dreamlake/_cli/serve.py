@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -66,5 +67,9 @@ def run(args: argparse.Namespace) -> int:
         access_log=False,  # the app logs each request at debug level itself
         timeout_graceful_shutdown=30,
     )
+    # uvicorn re-raises the stop signal once it has shut down; with these handlers in place that is a
+    # no-op, so a clean stop exits 0 rather than dying by the signal.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)
     _Server(uv_config).run(sockets=[sock])
     return 0
