@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -19,7 +20,7 @@ _READY = "dreamlake serve: listening on "
 class ServerProcess:
     """``python -m dreamlake serve --port 0 --data DIR [args]``; ``url`` once it listens."""
 
-    def __init__(self, data: Path, *args: str, timeout: float = 30.0) -> None:
+    def __init__(self, data: Path, *args: str, port: int = 0, timeout: float = 30.0) -> None:
         self.data = data
         self.proc = subprocess.Popen(
             [
@@ -30,7 +31,7 @@ class ServerProcess:
                 "--host",
                 "127.0.0.1",
                 "--port",
-                "0",
+                str(port),
                 "--data",
                 str(data),
                 *args,
@@ -108,3 +109,11 @@ def make_token(data: Path, *workspaces: str, read_only: bool = False) -> str:
         args.append("--read-only")
     done = subprocess.run(args, capture_output=True, text=True, timeout=60, check=True)
     return done.stdout.strip().splitlines()[-1]
+
+
+def free_port() -> int:
+    """A port nothing listens on now (for a server restarted on the same port, or none at all)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port

@@ -56,41 +56,57 @@ class Agent:
         self._wakeup = anyio.Event()
         self._write_lock = anyio.Lock()
         self._done = anyio.Event()
+        self._closed = anyio.Event()
         try:
             await self.sink.open()
         except OSError as exc:
             raise StorageError(f"cannot open the session's storage: {exc}") from exc
 
     async def run(self) -> None:
-        """Flush on every wake-up or interval until :meth:`stop`."""
-        try:
-            while not self._stopping:
-                with anyio.move_on_after(self._config.flush_interval):
-                    await self._wakeup.wait()
-                self._wakeup = anyio.Event()
-                if not self._stopping:
-                    await self._flush(None, raise_errors=False)
-        finally:
-            self._done.set()
+        """Flush on every wake-up or interval until :meth:`stop`; the sink's own background work
+        (sending, for a remote sink) runs beside it until the sink is closed."""
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.sink.run)
+            try:
+                while not self._stopping:
+                    with anyio.move_on_after(self._config.flush_interval):
+                        await self._wakeup.wait()
+                    self._wakeup = anyio.Event()
+                    if not self._stopping:
+                        await self._flush(None, raise_errors=False)
+            finally:
+                self._done.set()
+            await self._closed.wait()
+            tg.cancel_scope.cancel()
 
     async def flush(self, names: Collection[str] | None = None) -> None:
-        """Write everything queued so far (of tracks ``names``, or all); raise what failed.
+        """Write everything queued so far (of tracks ``names``, or all) and wait until the sink has
+        stored it for good; raise what failed.
 
         Parameter changes are always written; log entries and file saves only by a full flush.
         """
+        await self._hand_over(names)
+        await self.sink.drain()
+
+    async def _hand_over(self, names: Collection[str] | None) -> None:
         if names is None:
             await self._wait_for_saves()
         await self._flush(names, raise_errors=True)
 
-    async def stop(self) -> None:
-        """Write everything, close the sink and end :meth:`run`."""
+    async def stop(self, budget: float | None = None) -> None:
+        """Write everything, close the sink (which may send for ``budget`` more seconds) and
+        end :meth:`run`."""
+        deadline = None if budget is None else time.monotonic() + budget
         self._stopping = True
         self._wakeup.set()
         await self._done.wait()
         try:
-            await self.flush()
+            await self._hand_over(None)
         finally:
-            await self.sink.close(self.stats())
+            try:
+                await self.sink.close(self.stats(), deadline)
+            finally:
+                self._closed.set()
 
     async def read(self, name: str, start_index: int, limit: int) -> dict[str, Any]:
         """Flush ``name``, then read it from the sink."""
@@ -171,6 +187,7 @@ class Agent:
                 name: round(_percentile(latencies, q) * 1000, 3) if latencies else None
                 for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))
             },
+            **self.sink.stats(),
         }
 
     async def _flush(self, names: Collection[str] | None, *, raise_errors: bool) -> None:
@@ -206,6 +223,7 @@ class Agent:
                     remaining -= len(chunk)
                     if remaining <= 0 or not chunk:
                         break
+            await self.sink.flushed()
             self.flushes += 1
             if self.written > written_before:
                 self._latencies.append(time.monotonic() - started)

@@ -80,7 +80,10 @@ class AgentThread:
         """
         assert self._portal is not None
         if self._stop_future is None:
-            self._stop_future = self._portal.start_task_soon(self.agent.stop)
+            # The sink gets most of the time, so a remote one gives up (and says what it kept) before
+            # this wait does.
+            budget = None if timeout is None else timeout * 0.9
+            self._stop_future = self._portal.start_task_soon(self.agent.stop, budget)
         try:
             self._result(self._stop_future, timeout)
         finally:

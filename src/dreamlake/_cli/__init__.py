@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import serve, token
+from . import serve, sync, token
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -14,6 +14,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="dreamlake", description="dreamlake experiment tracking")
     commands = parser.add_subparsers(dest="command", required=True)
     serve.add_parser(commands)
+    sync.add_parser(commands)
     token.add_parser(commands)
     args = parser.parse_args(argv)
     status: int = args.run(args)

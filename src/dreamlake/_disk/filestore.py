@@ -104,17 +104,10 @@ class FileStore:
     def download(self, file_id: str, dest: Path | None) -> Path:
         """Copy a file out to ``dest`` (a path, a directory, or the current directory)."""
         entry = self._entry(self._files(), file_id)
-        target = Path(entry["filename"]) if dest is None else dest
-        if target.is_dir():
-            target = target / entry["filename"]
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.download")
+        target, tmp = download_target(entry["filename"], dest)
         try:
             _, checksum = _copy(self.directory / file_id / entry["filename"], tmp)
-            if checksum != entry["checksum"]:
-                raise ChecksumError(
-                    f"file {file_id} ({entry['filename']}) does not match its SHA-256: the stored "
-                    f"copy is damaged (expected {entry['checksum']}, read {checksum})"
-                )
+            check_download(entry, checksum)
             os.replace(tmp, target)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -170,6 +163,24 @@ class FileStore:
             except FileExistsError:
                 continue
             return file_id, path
+
+
+def download_target(filename: str, dest: Path | None) -> tuple[Path, Path]:
+    """Where a download of ``filename`` lands (``dest`` is a path, a directory, or None for the
+    current directory), and the temporary name it is written under until its checksum is checked."""
+    target = Path(filename) if dest is None else dest
+    if target.is_dir():
+        target = target / filename
+    return target, target.with_name(f".{target.name}.{os.getpid()}.download")
+
+
+def check_download(entry: dict[str, Any], checksum: str) -> None:
+    """Raise :class:`ChecksumError` unless the bytes read match the file's SHA-256."""
+    if checksum != entry["checksum"]:
+        raise ChecksumError(
+            f"file {entry['id']} ({entry['filename']}) does not match its SHA-256: the stored "
+            f"copy is damaged (expected {entry['checksum']}, read {checksum})"
+        )
 
 
 def is_under(path: str, prefix: str) -> bool:

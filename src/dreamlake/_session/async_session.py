@@ -94,7 +94,7 @@ class AsyncSession(SessionCore):
         deadline = self.config.close_timeout if timeout is None else timeout
         try:
             with anyio.CancelScope(shield=True), anyio.move_on_after(deadline) as scope:
-                await agent.stop()
+                await agent.stop(deadline * 0.9)  # a remote sink gives up first, saying what it kept
         finally:
             task_group.cancel_scope.cancel()  # the agent task has ended, unless the deadline passed
             await task_group.__aexit__(None, None, None)

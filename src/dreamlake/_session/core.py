@@ -72,9 +72,15 @@ class SessionCore(LogCore):
     ) -> None:
         self.name = check_name("session", name)
         self.workspace = check_name("workspace", workspace)
-        if remote is not None:
+        # Remote when ``remote`` (or DREAMLAKE_REMOTE) is set; hybrid when ``local_path`` is given too.
+        self.remote = remote or (None if local_path is not None else os.environ.get("DREAMLAKE_REMOTE"))
+        self._api_key = api_key or os.environ.get("DREAMLAKE_API_KEY")
+        self._hybrid = self.remote is not None and local_path is not None
+        if self.remote is not None and not self._api_key:
+            hint = " (0.2.x's user_name= tokens are not made by this SDK)" if user_name else ""
             raise ConfigError(
-                "remote mode is not available in this version of dreamlake; use local_path"
+                f"remote mode needs api_key= or DREAMLAKE_API_KEY{hint}; make a token with "
+                "'dreamlake token create --workspace WS' on the server"
             )
         self.config = AgentConfig.resolve(
             {
@@ -157,7 +163,15 @@ class SessionCore(LogCore):
             "metadata": self.metadata,
             "write_protected": self.write_protected,
         }
-        return make_sink(self.config, self.local_path, self.workspace, fields)
+        return make_sink(
+            self.config,
+            self.local_path,
+            self.workspace,
+            fields,
+            remote=self.remote,
+            api_key=self._api_key,
+            hybrid=self._hybrid,
+        )
 
     def _sink_opened(self, sink: Sink) -> None:
         """The agent has opened ``sink``: let writes in, unless the session is write-protected."""

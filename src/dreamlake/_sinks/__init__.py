@@ -8,13 +8,29 @@ from typing import Any
 
 from .._config import AgentConfig
 from .base import Sink
+from .hybrid import HybridSink
 from .local import LocalSink
+from .remote import RemoteSink
 
-__all__ = ["LocalSink", "Sink", "make_sink"]
+__all__ = ["LocalSink", "RemoteSink", "Sink", "make_sink"]
 
 
 def make_sink(
-    config: AgentConfig, local_path: Path, workspace: str, session: Mapping[str, Any]
+    config: AgentConfig,
+    local_path: Path,
+    workspace: str,
+    session: Mapping[str, Any],
+    *,
+    remote: str | None = None,
+    api_key: str | None = None,
+    hybrid: bool = False,
 ) -> Sink:
-    """The sink a session writes to: today the local session directory."""
-    return LocalSink(local_path, workspace, session, fsync=config.durability != "buffered")
+    """The sink a session writes to: its local directory, a server (through a journal under
+    ``local_path``), or both (hybrid)."""
+    fsync = config.durability != "buffered"
+    if remote is None:
+        return LocalSink(local_path, workspace, session, fsync=fsync)
+    sink = RemoteSink(remote, api_key or "", workspace, session, local_path, fsync=fsync)
+    if hybrid:
+        return HybridSink(LocalSink(local_path, workspace, session, fsync=fsync), sink)
+    return sink

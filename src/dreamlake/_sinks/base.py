@@ -90,5 +90,24 @@ class Sink(abc.ABC):
         """Change a file's description, tags or metadata; return its metadata."""
 
     @abc.abstractmethod
-    async def close(self, agent_stats: Mapping[str, Any]) -> None:
-        """Record the agent's final counters and release resources."""
+    async def close(self, agent_stats: Mapping[str, Any], deadline: float | None = None) -> None:
+        """Record the agent's final counters and release resources; a sink that sends elsewhere
+        stops sending at ``deadline`` (``time.monotonic()``) and says what it left behind."""
+
+    # Hooks for sinks that send in the background (remote); a local sink needs none of them.
+
+    async def run(self) -> None:
+        """Background work for the agent's lifetime (e.g. sending); cancelled after :meth:`close`."""
+        return None  # nothing to do for a sink that stores as it writes
+
+    async def flushed(self) -> None:
+        """The agent's flush has handed over everything it took: what came since is one batch."""
+        return None  # nothing to do for a sink that stores as it writes
+
+    async def drain(self) -> None:
+        """Wait until everything handed over is stored for good (e.g. acknowledged by a server)."""
+        return None  # nothing to do for a sink that stores as it writes
+
+    def stats(self) -> dict[str, Any]:
+        """The sink's own counters, merged into ``agent_stats()``."""
+        return {}

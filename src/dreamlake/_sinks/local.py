@@ -70,5 +70,5 @@ class LocalSink(Sink):
     async def update_file(self, file_id: str, changes: Mapping[str, Any]) -> dict[str, Any]:
         return await _in_thread(self.dir.files.update, file_id, dict(changes))
 
-    async def close(self, agent_stats: Mapping[str, Any]) -> None:
+    async def close(self, agent_stats: Mapping[str, Any], deadline: float | None = None) -> None:
         await _in_thread(self.dir.close, agent_stats)

@@ -1,0 +1,197 @@
+"""The SDK in remote and hybrid mode against a real ``dreamlake serve``: everything arrives once,
+reads see what was appended, a dead server never hangs close(), ``dreamlake sync`` sends the rest."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from dreamlake import AsyncSession, ConfigError, Session, StorageError
+
+from ._server import ServerProcess, free_port, make_token
+
+WS = "ws"
+
+
+def server_points(server: ServerProcess, token: str, session: str, track: str) -> list[dict[str, Any]]:
+    """Every point of a track, read over plain HTTP."""
+    with server.client(token) as c:
+        sid = c.post(f"/workspaces/{WS}/sessions", json={"name": session}).json()["session"]["id"]
+        out: list[dict[str, Any]] = []
+        while True:
+            page = c.get(
+                f"/sessions/{sid}/tracks/{track.replace('/', '%2F')}/data",
+                params={"startIndex": len(out), "limit": 10_000},
+            ).json()
+            out.extend(page["data"])
+            if not page["hasMore"]:
+                return out
+
+
+def journals(root: Path) -> list[Path]:
+    return sorted((root / ".journal").glob("*.journal"))
+
+
+def test_remote_session_round_trip(
+    server: ServerProcess, token: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DREAMLAKE_LOCAL_PATH", str(tmp_path))  # where the journal goes
+    with Session("remote-1", WS, remote=server.url, api_key=token) as s:
+        loss, acc = s.track("train/loss"), s.track("val/acc", description="accuracy")
+        for i in range(25_000):
+            loss.append(value=1.0 / (i + 1), step=i)
+        acc.append(value=math.nan, step=0)
+        s.log("hello", level="warn", epoch=1)
+        s.parameters().set(model={"lr": 0.1}, opt="adam")
+        page = loss.read(start_index=24_990, limit=20)
+        assert [p["index"] for p in page["data"]] == list(range(24_990, 25_000))
+        assert page["data"][-1]["data"] == {"value": 1.0 / 25_000, "step": 24_999}
+        assert loss.stats()["totalDataPoints"] == 25_000
+        assert sorted(t["name"] for t in s.tracks()) == ["train/loss", "val/acc"]
+        assert s.parameters().get() == {"model.lr": 0.1, "opt": "adam"}
+        assert math.isnan(acc.read()["data"][0]["data"]["value"])
+        stats = s.agent_stats()
+        assert stats["unsentPoints"] == 0
+        assert stats["requests"] >= 1
+    points = server_points(server, token, "remote-1", "train/loss")
+    assert [p["data"]["step"] for p in points] == list(range(25_000))
+    assert journals(tmp_path) == []
+    assert not (tmp_path / WS).exists()  # remote mode keeps no local copy
+
+
+def test_hybrid_writes_both(server: ServerProcess, token: str, tmp_path: Path) -> None:
+    with Session("hybrid-1", WS, remote=server.url, api_key=token, local_path=tmp_path) as s:
+        for i in range(1000):
+            s.track("loss").append(step=i)
+        s.log("both")
+    local = (tmp_path / WS / "hybrid-1" / "tracks" / "loss" / "data.jsonl").read_text().splitlines()
+    assert len(local) == 1000
+    assert [p["data"]["step"] for p in server_points(server, token, "hybrid-1", "loss")] == list(range(1000))
+    assert journals(tmp_path) == []  # everything acknowledged: the journal is gone
+
+
+def test_files_in_remote_mode(server: ServerProcess, token: str, tmp_path: Path) -> None:
+    source = tmp_path / "model.bin"
+    source.write_bytes(bytes(range(256)) * 10_000)
+    with Session("files-1", WS, remote=server.url, api_key=token, local_path=tmp_path) as s:
+        meta = s.file(str(source), prefix="/models", tags=["best"]).save()
+        assert meta["sizeBytes"] == source.stat().st_size
+        assert [f["id"] for f in s.file(prefix="/models").list()] == [meta["id"]]
+        out = s.file(file_id=meta["id"]).download(str(tmp_path / "back.bin"))
+        assert Path(out).read_bytes() == source.read_bytes()
+
+
+def test_a_refused_token_fails_open_at_once(server: ServerProcess, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="refused"):
+        Session("s", WS, remote=server.url, api_key="dl_wrong", local_path=tmp_path).open()
+    assert journals(tmp_path) == []
+
+
+def test_remote_needs_a_token(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="api_key"):
+        Session("s", WS, remote="http://127.0.0.1:1", local_path=tmp_path)
+
+
+def test_a_write_refused_for_good_is_raised_and_kept(
+    server: ServerProcess, token: str, tmp_path: Path
+) -> None:
+    with server.client(token) as c:  # a write-protected session on the server: writes get 403
+        c.post(f"/workspaces/{WS}/sessions", json={"name": "locked", "writeProtected": True})
+    s = Session("locked", WS, remote=server.url, api_key=token, local_path=tmp_path).open()
+    s.track("t").append(v=1)
+    with pytest.warns(RuntimeWarning, match="write-protected"), pytest.raises(StorageError, match="refused"):
+        s.flush()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s.close()
+    assert len(journals(tmp_path)) == 1  # the refused batch is kept, marked
+
+
+def test_dead_server_then_sync_sends_everything_once(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    data = tmp_path / "server"
+    with ServerProcess(data, port=port) as first:
+        token = make_token(first.data, WS)
+        with Session("offline", WS, remote=url, api_key=token, local_path=tmp_path / "root") as s:
+            s.track("t").append(i=-1)
+    # The server is down from here on: open() does not block, close() gives up on time and says how.
+    s = Session("offline", WS, remote=url, api_key=token, local_path=tmp_path / "root").open()
+    for i in range(5000):
+        s.track("t").append(i=i)
+    s.log("while down")
+    with pytest.warns(RuntimeWarning, match="dreamlake sync"):
+        s.close(timeout=2)
+    assert len(journals(tmp_path / "root")) == 1
+    sync = [
+        sys.executable,
+        "-m",
+        "dreamlake",
+        "sync",
+        "--local-path",
+        str(tmp_path / "root"),
+        "--api-key",
+        token,
+    ]
+    with ServerProcess(data, port=port) as second:
+        done = subprocess.run(sync, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        again = subprocess.run(sync, capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0, again.stderr
+        points = server_points(second, token, "offline", "t")
+    assert [p["data"]["i"] for p in points] == list(range(-1, 5000))
+    assert journals(tmp_path / "root") == []
+
+
+def test_server_restarts_mid_run_and_nothing_is_lost_or_doubled(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    data = tmp_path / "server"
+    server = ServerProcess(data, port=port)
+    try:
+        token = make_token(data, WS)
+        with Session(
+            "restart",
+            WS,
+            remote=url,
+            api_key=token,
+            local_path=tmp_path,
+            batch_size=1000,
+            flush_interval=0.05,
+        ) as s:
+            track = s.track("t")
+            for i in range(30_000):
+                track.append(i=i)
+                if i in (10_000, 20_000):
+                    server.kill()  # kill -9, mid-run
+                    server = ServerProcess(data, port=port)
+        points = server_points(server, token, "restart", "t")
+    finally:
+        server.kill()
+    assert [p["index"] for p in points] == list(range(30_000))
+    assert [p["data"]["i"] for p in points] == list(range(30_000))
+
+
+@pytest.mark.parametrize("backend", ["asyncio", "trio"])
+def test_async_session_in_remote_mode(
+    server: ServerProcess, token: str, tmp_path: Path, backend: str
+) -> None:
+    async def main() -> list[int]:
+        async with AsyncSession(
+            f"async-{backend}", WS, remote=server.url, api_key=token, local_path=tmp_path
+        ) as s:
+            track = s.track("t")
+            for i in range(2000):
+                await track.append(i=i)
+            await s.flush()
+            page = await track.read(start_index=0, limit=5000)
+            return [p["data"]["i"] for p in page["data"]]
+
+    assert anyio.run(main, backend=backend) == list(range(2000))
