@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import pytest
 
-from dreamlake import AsyncSession, ConfigError, Session, StorageError
+from dreamlake import AsyncSession, ConfigError, Session, StorageError, WriteProtectedError
 
 from ._server import ServerProcess, free_port, make_token
 
@@ -102,9 +102,9 @@ def test_remote_needs_a_token(tmp_path: Path) -> None:
 def test_a_write_refused_for_good_is_raised_and_kept(
     server: ServerProcess, token: str, tmp_path: Path
 ) -> None:
-    with server.client(token) as c:  # a write-protected session on the server: writes get 403
-        c.post(f"/workspaces/{WS}/sessions", json={"name": "locked", "writeProtected": True})
     s = Session("locked", WS, remote=server.url, api_key=token, local_path=tmp_path).open()
+    with server.client(token) as c:  # another client protects the session after we opened it: 403
+        c.post(f"/workspaces/{WS}/sessions", json={"name": "locked", "writeProtected": True})
     s.track("t").append(v=1)
     with pytest.warns(RuntimeWarning, match="write-protected"), pytest.raises(StorageError, match="refused"):
         s.flush()
@@ -112,6 +112,16 @@ def test_a_write_refused_for_good_is_raised_and_kept(
         warnings.simplefilter("ignore")
         s.close()
     assert len(journals(tmp_path)) == 1  # the refused batch is kept, marked
+
+
+def test_a_session_protected_on_the_server_refuses_appends_at_once(
+    server: ServerProcess, token: str, tmp_path: Path
+) -> None:
+    with server.client(token) as c:
+        c.post(f"/workspaces/{WS}/sessions", json={"name": "protected", "writeProtected": True})
+    with Session("protected", WS, remote=server.url, api_key=token, local_path=tmp_path) as s:
+        with pytest.raises(WriteProtectedError):
+            s.track("t").append(v=1)
 
 
 def test_dead_server_then_sync_sends_everything_once(tmp_path: Path) -> None:
@@ -195,3 +205,45 @@ def test_async_session_in_remote_mode(
             return [p["data"]["i"] for p in page["data"]]
 
     assert anyio.run(main, backend=backend) == list(range(2000))
+
+
+def test_user_name_works_against_a_dev_server(server: ServerProcess, token: str, tmp_path: Path) -> None:
+    with Session("legacy", WS, remote=server.url, user_name="alice", local_path=tmp_path) as s:
+        s.track("t").append(v=1)
+        assert s.track("t").stats()["totalDataPoints"] == 1
+
+
+CHILD = """
+import sys, os, signal
+from dreamlake import Session, FlushTimeoutError
+s = Session("resume", "ws", remote=sys.argv[1], api_key=sys.argv[2], local_path=sys.argv[3]).open()
+for i in range(1000):
+    s.track("t").append(i=i)
+try:
+    s.flush(timeout=0.5)  # hands everything to the journal, then waits for a server that is down
+except FlushTimeoutError:
+    pass
+print("journaled", flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_new_run_first_sends_what_a_killed_run_left(tmp_path: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    data, root = tmp_path / "server", tmp_path / "root"
+    with ServerProcess(data, port=port):
+        token = make_token(data, WS)
+    child = subprocess.run(
+        [sys.executable, "-c", CHILD, url, token, str(root)], capture_output=True, text=True, timeout=120
+    )
+    assert child.returncode == -9
+    assert child.stdout.strip() == "journaled"
+    assert len(journals(root)) == 1  # left by the killed run
+    with ServerProcess(data, port=port) as server:
+        with Session("resume", WS, remote=url, api_key=token, local_path=root) as s:
+            for i in range(1000, 1010):
+                s.track("t").append(i=i)
+        points = server_points(server, token, "resume", "t")
+    assert [p["data"]["i"] for p in points] == list(range(1010))
+    assert journals(root) == []

@@ -76,7 +76,7 @@ async def _send(journal: Journal, url: str, api_key: str, progress: str) -> str 
     )
     headers = {"Authorization": f"Bearer {api_key}"}
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30.0) as client:
-        sender = Sender(client, journal)
+        sender = Sender(client, journal, warn=False)
         for n, group in enumerate(groups, 1):
             try:
                 with anyio.fail_after(120):

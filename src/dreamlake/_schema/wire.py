@@ -18,6 +18,11 @@ class TrackSpec:
     metadata: dict[str, Any] | None = None
 
 
+# What dreamlake 0.2.x signs the tokens it makes from ``user_name`` with; ``dreamlake serve --dev``
+# accepts them (on loopback only).
+DEV_JWT_SECRET = "your-secret-key-change-this-in-production"
+
+
 # The bulk ingest route (``POST /sessions/{id}/batches``), msgpack or JSON, shared by the server and the
 # SDK's remote sink. The idempotency key travels in the ``Idempotency-Key`` header.
 

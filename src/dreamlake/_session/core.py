@@ -75,11 +75,14 @@ class SessionCore(LogCore):
         # Remote when ``remote`` (or DREAMLAKE_REMOTE) is set; hybrid when ``local_path`` is given too.
         self.remote = remote or (None if local_path is not None else os.environ.get("DREAMLAKE_REMOTE"))
         self._api_key = api_key or os.environ.get("DREAMLAKE_API_KEY")
+        if self.remote is not None and not self._api_key and user_name:
+            from .._sinks.remote import legacy_token  # remote mode only: httpx is slow to import
+
+            self._api_key = legacy_token(user_name)  # as 0.2.x did; only a --dev server takes it
         self._hybrid = self.remote is not None and local_path is not None
         if self.remote is not None and not self._api_key:
-            hint = " (0.2.x's user_name= tokens are not made by this SDK)" if user_name else ""
             raise ConfigError(
-                f"remote mode needs api_key= or DREAMLAKE_API_KEY{hint}; make a token with "
+                "remote mode needs api_key= or DREAMLAKE_API_KEY; make a token with "
                 "'dreamlake token create --workspace WS' on the server"
             )
         self.config = AgentConfig.resolve(

@@ -8,11 +8,9 @@ from typing import Any
 
 from .._config import AgentConfig
 from .base import Sink
-from .hybrid import HybridSink
 from .local import LocalSink
-from .remote import RemoteSink
 
-__all__ = ["LocalSink", "RemoteSink", "Sink", "make_sink"]
+__all__ = ["LocalSink", "Sink", "make_sink"]
 
 
 def make_sink(
@@ -30,6 +28,10 @@ def make_sink(
     fsync = config.durability != "buffered"
     if remote is None:
         return LocalSink(local_path, workspace, session, fsync=fsync)
+    # Imported here: httpx takes longer to import than the rest of dreamlake, and local mode needs none of it.
+    from .hybrid import HybridSink
+    from .remote import RemoteSink
+
     sink = RemoteSink(remote, api_key or "", workspace, session, local_path, fsync=fsync)
     if hybrid:
         return HybridSink(LocalSink(local_path, workspace, session, fsync=fsync), sink)

@@ -25,13 +25,15 @@ from urllib.parse import quote
 
 import anyio
 import httpx
+import jwt
 import msgspec
 
 from .._disk.filestore import check_download, download_target
 from .._exceptions import ConfigError, StorageError
 from .._schema.levels import LEVEL, MESSAGE, TIMESTAMP
+from .._schema.wire import DEV_JWT_SECRET
 from .base import FileRequest, Sink, TrackSpec
-from .journal import Journal, Kind
+from .journal import Journal, Kind, find_journals
 
 log = logging.getLogger("dreamlake")
 
@@ -54,6 +56,15 @@ class TokenRejected(RemoteError):
     """The server does not accept the token (401): batches stay sendable with another token."""
 
 
+def legacy_token(user_name: str) -> str:
+    """The token dreamlake 0.2.x makes from ``user_name`` (same claims, same placeholder secret):
+    accepted only by a ``dreamlake serve --dev`` server."""
+    user_id = str(int(hashlib.sha256(user_name.encode()).hexdigest()[:16], 16))[:10]
+    now = int(time.time())
+    claims = {"userId": user_id, "userName": user_name, "iat": now, "exp": now + 30 * 24 * 3600}
+    return jwt.encode(claims, DEV_JWT_SECRET, algorithm="HS256")
+
+
 def sync_command(root: Path, url: str) -> str:
     """The command that sends what a journal under ``root`` still holds."""
     return f"dreamlake sync --local-path {root} --remote {url}"
@@ -62,9 +73,10 @@ def sync_command(root: Path, url: str) -> str:
 class Sender:
     """Sends one journal's sealed groups to the server, in order, until each is acknowledged."""
 
-    def __init__(self, client: httpx.AsyncClient, journal: Journal) -> None:
+    def __init__(self, client: httpx.AsyncClient, journal: Journal, warn: bool = True) -> None:
         self.client = client
         self.journal = journal
+        self._warned = not warn  # a failing server is warned about once; stats() shows the rest
         self.session_id: str | None = None
         self.sent_requests = 0
         self.retries = 0
@@ -126,6 +138,14 @@ class Sender:
                 wait = _retry_after(response) or delay
                 self.last_error = f"HTTP {response.status_code}"
             self.retries += 1
+            if not self._warned:
+                self._warned = True
+                warnings.warn(
+                    f"dreamlake: {self.client.base_url} failed ({self.last_error}); retrying with backoff. "
+                    f"Nothing is lost: batches wait in {self.journal.path}",
+                    RuntimeWarning,
+                    stacklevel=1,
+                )
             await anyio.sleep(wait * random.uniform(0.5, 1.0) if wait == delay else wait)
             delay = min(delay * 2, _BACKOFF_MAX)
 
@@ -176,24 +196,36 @@ class RemoteSink(Sink):
         )
         self.journal = self._new_journal()
         self.sender = Sender(self.client, self.journal)
+        self.write_protected = bool(self._session.get("writeProtected"))
+        # One try, no retries: an unreachable server does not hold up open() (the session's creation
+        # waits in the journal like everything else), but one that refuses the token fails it now.
+        head = self.journal.header
         try:
-            # Not waited on if the server is down (it is journaled like everything else), but a
-            # server that answers and refuses the token fails open() at once.
-            with anyio.move_on_after(5):
-                await self.sender.session()
-        except RemoteError as exc:
+            response = await self.client.post(
+                f"/workspaces/{head['workspace']}/sessions", json=head["session"], timeout=5.0
+            )
+        except httpx.TransportError:
+            return
+        if response.status_code in (401, 403):
             self.journal.close()
             self.journal.path.unlink(missing_ok=True)
             await self.client.aclose()
-            raise ConfigError(f"the dreamlake server at {self.url} refused this session: {exc}") from None
-        self.write_protected = bool(self._session.get("writeProtected"))
+            raise ConfigError(
+                f"the dreamlake server at {self.url} refused this session: "
+                f"{response.status_code} {response.text[:300]}"
+            )
+        if response.status_code < 400:
+            session = response.json()["session"]
+            self.sender.session_id = str(session["id"])
+            self.write_protected = self.write_protected or bool(session.get("writeProtected"))
 
     def _new_journal(self) -> Journal:
         header = {"url": self.url, "workspace": self.workspace, "session": self._session, "pid": os.getpid()}
         return Journal.create(self.root / ".journal", header, self._fsync)
 
     async def run(self) -> None:
-        """Send sealed groups as they come, until cancelled."""
+        """Send what dead runs of this session left, then sealed groups as they come, until cancelled."""
+        await self._resume_orphans()
         while True:
             groups = self.journal.sendable()
             if not groups:
@@ -224,6 +256,29 @@ class RemoteSink(Sink):
             if self.journal.done and self.journal.size > _ROTATE_BYTES:
                 self.journal.close(remove_if_done=True)
                 self.journal = self.sender.journal = self._new_journal()
+
+    async def _resume_orphans(self) -> None:
+        """Send, first, the journals of earlier runs of this session whose process died (what
+        ``dreamlake sync`` would send), so their points keep their place before this run's."""
+        mine = (self.url, self.workspace, self._session["name"])
+        for path in find_journals(self.root):
+            try:
+                journal = None if path == self.journal.path else Journal.adopt(path)
+            except (OSError, ValueError):
+                continue  # damaged: left for `dreamlake sync`, which lists it
+            if journal is None:
+                continue
+            try:
+                head = journal.header
+                if (head.get("url"), head.get("workspace"), head.get("session", {}).get("name")) == mine:
+                    journal.seal_all()
+                    sender = Sender(self.client, journal, warn=False)
+                    for group in journal.sendable():
+                        await sender.send(group)
+            except RemoteError as exc:
+                self._refused.append(f"{exc} (from {path})")
+            finally:
+                journal.close(remove_if_done=True)
 
     async def write_track(self, spec: TrackSpec, points: Sequence[dict[str, Any]]) -> None:
         await self._room()

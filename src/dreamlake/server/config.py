@@ -6,7 +6,9 @@ import dataclasses
 import ipaddress
 from pathlib import Path
 
-DEV_JWT_SECRET = "your-secret-key-change-this-in-production"  # what 0.2.x clients sign with
+from .._schema.wire import DEV_JWT_SECRET
+
+__all__ = ["DEV_JWT_SECRET", "ServerConfig", "is_loopback"]
 
 
 @dataclasses.dataclass(frozen=True)
