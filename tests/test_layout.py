@@ -23,6 +23,7 @@ ALLOWED: dict[str, set[str]] = {
     "server": {"_schema", "_disk", "_exceptions"},
     "_cli": {"server", "_schema", "_disk", "_exceptions", "_config", "_session", "_sinks"},
     "__init__": {"_session", "_config", "_exceptions"},
+    "testing": {"_sinks", "_schema", "_exceptions"},
     "__main__": {"_cli"},
     "_config": {"_exceptions"},
 }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +12,26 @@ from .local import LocalSink
 
 __all__ = ["LocalSink", "Sink", "make_sink"]
 
+#: Set by ``dreamlake.testing``: builds the sink instead, given the sink :func:`build_sink` would build.
+override: Callable[[Sink, str, Mapping[str, Any]], Sink] | None = None
+
 
 def make_sink(
+    config: AgentConfig,
+    local_path: Path,
+    workspace: str,
+    session: Mapping[str, Any],
+    *,
+    remote: str | None = None,
+    api_key: str | None = None,
+    hybrid: bool = False,
+) -> Sink:
+    """The sink a session writes to (see :func:`build_sink`), unless ``dreamlake.testing`` says otherwise."""
+    sink = build_sink(config, local_path, workspace, session, remote=remote, api_key=api_key, hybrid=hybrid)
+    return sink if override is None else override(sink, workspace, session)
+
+
+def build_sink(
     config: AgentConfig,
     local_path: Path,
     workspace: str,
