@@ -19,6 +19,7 @@ import fcntl
 import os
 import secrets
 import struct
+import threading
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,7 +56,8 @@ class Group:
 
 
 class Journal:
-    """One writer's outbox; see the module docstring. Not thread-safe: one task owns it."""
+    """One writer's outbox; see the module docstring. Appends may come from worker threads (the
+    agent's writes, off its loop) and the loop (the sender's acknowledgements): a lock orders them."""
 
     def __init__(self, path: Path, fd: int, fsync: bool) -> None:
         self.path = path
@@ -66,6 +68,7 @@ class Journal:
         self.refused: dict[int, str] = {}
         self.next_group = 0
         self.size = os.fstat(fd).st_size
+        self._lock = threading.Lock()
 
     @property
     def writer(self) -> str:
@@ -151,7 +154,11 @@ class Journal:
             entry.points += len(payload["points"]) if kind is Kind.TRACK else 0
             entry.logs += len(payload) if kind is Kind.LOGS else 0
 
-    def _append(self, kind: Kind, group: int, payload: Any) -> None:
+    def _append(self, kind: Kind, group: int | None, payload: Any) -> None:
+        with self._lock:
+            self._append_locked(kind, self.next_group if group is None else group, payload)
+
+    def _append_locked(self, kind: Kind, group: int, payload: Any) -> None:
         body = _ENCODE.encode((int(kind), group, payload))
         record = _FRAME.pack(len(body), zlib.crc32(body)) + body
         offset = self.size
@@ -166,7 +173,7 @@ class Journal:
 
     def add(self, kind: Kind, payload: Any) -> None:
         """Add a record to the open group."""
-        self._append(kind, self.next_group, payload)
+        self._append(kind, None, payload)
 
     def seal(self) -> int | None:
         """Close the open group (if it holds anything) so it can be sent; return its number."""

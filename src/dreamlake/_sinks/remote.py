@@ -11,6 +11,7 @@ A dead server never grows memory (the journal grows) and never hangs ``close()``
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import logging
@@ -42,6 +43,9 @@ _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.2, 10.0  # seconds
 _ROTATE_BYTES = 64 * 1024 * 1024  # start a new journal once an acknowledged one is this big
 _COMPRESS_ABOVE = 16 * 1024  # bytes; smaller bodies go as they are
+# Journal appends (encoding, a write, maybe an fsync) run off the agent's loop, which is the caller's
+# loop for an AsyncSession; abandoned only past close()'s deadline, as LocalSink's calls are.
+_in_thread = functools.partial(anyio.to_thread.run_sync, abandon_on_cancel=True)
 
 
 class RemoteError(StorageError):
@@ -287,7 +291,7 @@ class RemoteSink(Sink):
             value = getattr(spec, key)
             if value is not None:
                 record[key] = value
-        self.journal.add(Kind.TRACK, record)
+        await _in_thread(self.journal.add, Kind.TRACK, record)
 
     async def write_logs(self, entries: Sequence[dict[str, Any]]) -> None:
         await self._room()
@@ -297,10 +301,10 @@ class RemoteSink(Sink):
             metadata = {k: v for k, v in entry.items() if not isinstance(k, int)}
             record = {"timestamp": entry[TIMESTAMP], "level": entry[LEVEL], "message": entry[MESSAGE]}
             records.append({**record, "metadata": metadata} if metadata else record)
-        self.journal.add(Kind.LOGS, records)
+        await _in_thread(self.journal.add, Kind.LOGS, records)
 
     async def write_parameters(self, deltas: Sequence[dict[str, Any]]) -> None:
-        self.journal.add(Kind.PARAMS, list(deltas))
+        await _in_thread(self.journal.add, Kind.PARAMS, list(deltas))
 
     async def _room(self) -> None:
         # Past the bound the agent's write waits, so the queue fills and on_full applies.
