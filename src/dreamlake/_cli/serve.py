@@ -23,6 +23,9 @@ def add_parser(commands: Any) -> None:
     p.add_argument("--dev", action="store_true", help="also accept 0.2.x self-made tokens (loopback only)")
     p.add_argument("--jwt-secret", default=None, help="accept HS256 JWTs signed with this secret")
     p.add_argument("--max-body", type=int, default=64 * 1024 * 1024, help="request body limit in bytes")
+    p.add_argument(
+        "--max-buffered-chunks", type=int, default=50, help="hot chunks per track before ingest answers 503"
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(run=run)
 
@@ -41,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
             dev=args.dev,
             jwt_secret=args.jwt_secret,
             max_body=args.max_body,
+            max_buffered_chunks=args.max_buffered_chunks,
         )
     except ValueError as exc:
         print(f"dreamlake serve: {exc}", file=sys.stderr)

@@ -49,7 +49,7 @@ def py_frame_lines(first_index: int, blob: bytes) -> bytes:
 
 
 try:
-    from .._speedups import frame_lines
+    from .._speedups import frame_lines as frame_lines
 except ImportError:  # built without a C compiler
     frame_lines = py_frame_lines
 

@@ -89,7 +89,13 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
         hot, cold = open_tiers(config)
         await hot.start()
         await cold.start()
-        archiver = Archiver(hot, cold, config.chunk_size, config.archive_interval)
+        archiver = Archiver(
+            hot,
+            cold,
+            config.chunk_size,
+            config.archive_interval,
+            config.max_buffered_chunks * config.chunk_size,
+        )
         app.state.server = Server(config, hot, cold, PointReader(hot, cold, config.chunk_size), archiver)
         try:
             async with anyio.create_task_group() as tg:

@@ -15,7 +15,7 @@ import anyio
 
 from .cold.base import ColdTier
 from .hot.base import HotTier, TrackRecord
-from .points import batch_points, chunk_key, encode_chunk
+from .points import build_chunk, chunk_key
 
 log = logging.getLogger("dreamlake.server")
 
@@ -25,11 +25,17 @@ _TRACKS_PER_PASS = 100
 class Archiver:
     """Archives full chunks, woken after ingests and otherwise every ``interval`` seconds."""
 
-    def __init__(self, hot: HotTier, cold: ColdTier, chunk_size: int, interval: float) -> None:
+    def __init__(
+        self, hot: HotTier, cold: ColdTier, chunk_size: int, interval: float, max_buffered: int
+    ) -> None:
         self._hot = hot
         self._cold = cold
         self._size = chunk_size
         self._interval = interval
+        self._max_buffered = max_buffered
+        #: (session id, track name) of tracks holding more than ``max_buffered`` hot points: the bulk
+        #: route answers 503 for them until the archiver catches up, so the hot tier stays bounded.
+        self.backlogged: set[tuple[str, str]] = set()
         self._wake = anyio.Event()
         self.chunks_written = 0
         self.failures = 0
@@ -54,7 +60,9 @@ class Archiver:
     async def archive_once(self) -> int:
         """One pass over the tracks holding full chunks; returns the number of chunks archived."""
         done = 0
-        for track in await self._hot.tracks_to_archive(self._size, _TRACKS_PER_PASS):
+        tracks = await self._hot.tracks_to_archive(self._size, _TRACKS_PER_PASS)
+        self.backlogged = {(t.session_id, t.name) for t in tracks if t.total - t.chunked > self._max_buffered}
+        for track in tracks:
             while track.total - track.chunked >= self._size:
                 with anyio.CancelScope(shield=True):
                     await self._archive(track, track.chunked // self._size)
@@ -63,19 +71,16 @@ class Archiver:
                 if fresh is None or fresh.chunked == track.chunked:
                     break  # nothing moved: leave it to the next pass rather than spin
                 track = fresh
+                if track.total - track.chunked <= self._max_buffered:
+                    self.backlogged.discard((track.session_id, track.name))
         return done
 
     async def _archive(self, track: TrackRecord, chunk: int) -> None:
-        first, end = chunk * self._size, (chunk + 1) * self._size
-        points: list[dict[str, object]] = []
-        created: list[str] = []
-        for batch in await self._hot.read_batches(track.id, first, end):
-            lo, hi = max(first, batch.start), min(end, batch.start + batch.count)
-            points.extend(batch_points(batch)[lo - batch.start : hi - batch.start])
-            created.extend([batch.created_at] * (hi - lo))
-        if len(points) != self._size:
+        first = chunk * self._size
+        batches = await self._hot.read_batches(track.id, first, first + self._size)
+        blob = await anyio.to_thread.run_sync(build_chunk, first, self._size, batches)
+        if blob is None:
             return  # another server archived it meanwhile: its record says so
-        blob = await anyio.to_thread.run_sync(encode_chunk, first, points, created)
         await self._cold.put(chunk_key(track.id, chunk), blob)
         if await self._hot.chunk_archived(track.id, chunk, self._size):
             self.chunks_written += 1

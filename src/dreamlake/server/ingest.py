@@ -50,6 +50,13 @@ async def post_batch(request: Request) -> Response:
     except msgspec.DecodeError as exc:
         raise ApiError(400, "malformed body", str(exc)) from None
     server = server_of(request)
+    if any((session.id, t.name) in server.archiver.backlogged for t in batch.tracks):
+        raise ApiError(
+            503,
+            "archiver behind",
+            "a track holds more recent points than the hot tier keeps; retry shortly",
+            {"Retry-After": "1"},
+        )
     points = sum(len(t.points) for t in batch.tracks)
     if points > server.config.max_points:
         raise ApiError(413, "too many points", f"at most {server.config.max_points} points per request")

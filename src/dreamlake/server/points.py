@@ -3,36 +3,62 @@
 A track's points ``0 .. chunked-1`` live in the cold tier as chunks of ``chunk_size`` points (chunk
 ``k`` holds ``[k*size, (k+1)*size)``); the rest are batches in the hot tier. A read finds its chunks
 by arithmetic and takes the rest from the hot tier, so no point is ever read from both.
+
+Both tiers hold points as JSON lines (strict JSON, non-finite floats tagged as in ``_schema.values``),
+encoded once at ingest: archiving a chunk only slices hot blobs at line ends, numbers the lines
+(``{"index": i, "data": ...}``, as local ``data.jsonl``) and compresses them, and a read decodes only
+the lines it returns.
 """
 
 from __future__ import annotations
 
 import collections
 import threading
+from collections.abc import Sequence
 from typing import Any
 
+import anyio
 import msgspec
 import zstandard
 
+from .._disk.jsonl import frame_lines
 from .._schema.values import tag_nonfinite, untag_nonfinite
 from .cold.base import ColdTier
 from .hot.base import Batch, HotTier, TrackRecord
 
-HOT_BATCH = 2048  # points per hot-tier record: a tail read decodes at most this many extra points
-_CHUNK_CACHE = 32  # decoded cold chunks kept for repeated reads
+HOT_BATCH = 2048  # points per hot-tier record: a tail read decodes at most this many extra lines
+_CHUNK_CACHE = 32  # cold chunks kept (as their lines) for repeated reads
+_ZSTD_LEVEL = 3
 
-_BLOB_ENCODER = msgspec.msgpack.Encoder()
-_BLOB_DECODER = msgspec.msgpack.Decoder(list[dict[str, Any]])
 _JSON = msgspec.json.Encoder()
+_HEADER = msgspec.json.Decoder()
 _LINES = msgspec.json.Decoder(list[dict[str, Any]])
 
 
-def to_blobs(points: list[dict[str, Any]]) -> list[tuple[int, bytes]]:
-    """Points as hot-tier records of at most ``HOT_BATCH`` points (msgpack keeps NaN and key order)."""
+def encode_points(points: Sequence[dict[str, Any]]) -> bytes:
+    """Points as JSON lines; non-finite floats tagged (msgspec writes them as null, so only a batch
+    holding a null can hold one)."""
+    blob = _JSON.encode_lines(points)
+    if b"null" in blob:
+        blob = _JSON.encode_lines([tag_nonfinite(p) for p in points])
+    return blob
+
+
+def to_blobs(points: Sequence[dict[str, Any]]) -> list[tuple[int, bytes]]:
+    """Points as hot-tier records of at most ``HOT_BATCH`` points each."""
     return [
-        (len(part), _BLOB_ENCODER.encode(part))
-        for part in (points[i : i + HOT_BATCH] for i in range(0, len(points), HOT_BATCH))
+        (len(points[i : i + HOT_BATCH]), encode_points(points[i : i + HOT_BATCH]))
+        for i in range(0, len(points), HOT_BATCH)
     ]
+
+
+def decode_lines(lines: Sequence[bytes]) -> list[Any]:
+    """JSON lines (without their newlines) back to values, non-finite floats restored."""
+    if not lines:
+        return []
+    joined = b"[" + b",".join(lines) + b"]"
+    values = _LINES.decode(joined)
+    return [untag_nonfinite(v) for v in values] if b'"$float"' in joined else values
 
 
 def chunk_key(track_id: str, chunk: int) -> str:
@@ -40,26 +66,54 @@ def chunk_key(track_id: str, chunk: int) -> str:
     return f"chunks/{track_id}/{chunk:010d}.jsonl.zst"
 
 
-def encode_chunk(first: int, points: list[dict[str, Any]], created: list[str]) -> bytes:
-    """A chunk as zstd-compressed JSON lines, ``{"index", "data", "createdAt"}`` as local ``data.jsonl``
-    (non-finite floats tagged, see ``_schema.values``), so it is readable without dreamlake."""
-    lines = [
-        {"index": i, "data": tag_nonfinite(p), "createdAt": c}
-        for i, (p, c) in enumerate(zip(points, created, strict=True), first)
-    ]
-    return zstandard.ZstdCompressor(level=3).compress(_JSON.encode_lines(lines))
+def build_chunk(first: int, size: int, batches: Sequence[Batch]) -> bytes | None:
+    """Chunk ``[first, first+size)`` from the hot batches holding it, or None if they do not (another
+    server archived it meanwhile). One header line, ``{"first", "count", "createdAt": [[index, time],
+    ...]}`` (the time each run of points was stored), then ``{"index": i, "data": ...}`` lines."""
+    parts: list[bytes] = []
+    created: list[tuple[int, str]] = []
+    index = first
+    for batch in batches:
+        if batch.start > index:
+            return None
+        lo, hi = index - batch.start, min(first + size, batch.start + batch.count) - batch.start
+        if hi <= lo:
+            continue
+        parts.extend(batch.blob.split(b"\n")[lo:hi])
+        created.append((index, batch.created_at))
+        index = batch.start + hi
+    if index != first + size:
+        return None
+    header = _JSON.encode({"first": first, "count": size, "createdAt": created})
+    body = frame_lines(first, b"\n".join(parts) + b"\n")
+    return zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compress(header + b"\n" + body)
 
 
-def decode_chunk(blob: bytes) -> list[dict[str, Any]]:
-    """The lines of a chunk, non-finite floats restored."""
-    raw = zstandard.ZstdDecompressor().decompress(blob)
-    lines: list[dict[str, Any]] = _LINES.decode(b"[" + raw.rstrip(b"\n").replace(b"\n", b",") + b"]")
-    return [untag_nonfinite(line) if b"$float" in raw else line for line in lines]
+class _Chunk:
+    """A cold chunk as its raw lines, and when each run of its points was stored."""
+
+    def __init__(self, blob: bytes) -> None:
+        raw = zstandard.ZstdDecompressor().decompress(blob)
+        header, _, body = raw.partition(b"\n")
+        meta = _HEADER.decode(header)
+        self.first: int = meta["first"]
+        self.created: list[list[Any]] = meta["createdAt"]
+        self.lines = body.split(b"\n")
+
+    def read(self, start: int, end: int) -> list[dict[str, Any]]:
+        lines = decode_lines(self.lines[start - self.first : end - self.first])
+        runs = self.created
+        run = 0
+        for line in lines:
+            while run + 1 < len(runs) and runs[run + 1][0] <= line["index"]:
+                run += 1
+            line["createdAt"] = runs[run][1]
+        return lines
 
 
-def batch_points(batch: Batch) -> list[dict[str, Any]]:
-    """The points of a hot-tier batch."""
-    return _BLOB_DECODER.decode(batch.blob)
+def _hot_read(batch: Batch, start: int, end: int) -> list[dict[str, Any]]:
+    points = decode_lines(batch.blob.split(b"\n")[start - batch.start : end - batch.start])
+    return [{"index": i, "data": p, "createdAt": batch.created_at} for i, p in enumerate(points, start)]
 
 
 class PointReader:
@@ -69,7 +123,7 @@ class PointReader:
         self._hot = hot
         self._cold = cold
         self._size = chunk_size
-        self._cache: collections.OrderedDict[str, list[dict[str, Any]]] = collections.OrderedDict()
+        self._cache: collections.OrderedDict[str, _Chunk] = collections.OrderedDict()
         self._lock = threading.Lock()
 
     async def read(self, track: TrackRecord, start: int, limit: int) -> list[dict[str, Any]]:
@@ -87,33 +141,29 @@ class PointReader:
         out: list[dict[str, Any]] = []
         index = start
         while index < min(end, track.chunked):  # the cold part, chunk by chunk
-            chunk = index // self._size
-            lines = await self._chunk(track.id, chunk)
-            stop = min(end, track.chunked, (chunk + 1) * self._size)
-            out.extend(lines[index - chunk * self._size : stop - chunk * self._size])
+            chunk = await self._chunk(track.id, index // self._size)
+            stop = min(end, track.chunked, chunk.first + self._size)
+            out.extend(await anyio.to_thread.run_sync(chunk.read, index, stop))
             index = stop
-        for batch in await self._hot.read_batches(track.id, index, end) if index < end else ():
+        batches = await self._hot.read_batches(track.id, index, end) if index < end else []
+        for batch in batches:
             if batch.start > index:
                 return None  # a gap: those points were archived after ``track`` was read
-            points = batch_points(batch)
             stop = min(end, batch.start + batch.count)
-            out.extend(
-                {"index": i, "data": points[i - batch.start], "createdAt": batch.created_at}
-                for i in range(index, stop)
-            )
+            out.extend(_hot_read(batch, index, stop))
             index = stop
         return out if index >= end else None
 
-    async def _chunk(self, track_id: str, chunk: int) -> list[dict[str, Any]]:
+    async def _chunk(self, track_id: str, chunk: int) -> _Chunk:
         key = chunk_key(track_id, chunk)
         with self._lock:
-            lines = self._cache.get(key)
-            if lines is not None:
+            cached = self._cache.get(key)
+            if cached is not None:
                 self._cache.move_to_end(key)
-                return lines
-        lines = decode_chunk(await self._cold.get(key))
+                return cached
+        loaded = await anyio.to_thread.run_sync(_Chunk, await self._cold.get(key))
         with self._lock:
-            self._cache[key] = lines
+            self._cache[key] = loaded
             while len(self._cache) > _CHUNK_CACHE:
                 self._cache.popitem(last=False)
-        return lines
+        return loaded
