@@ -25,11 +25,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import re
 import shutil
-import subprocess
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -41,21 +38,11 @@ import pytest
 from dreamlake import Session
 
 from ._compat021_scripts import READ, WRITE
+from ._dl021 import Venv021, install_021
 
 pytestmark = pytest.mark.timeout(300)
 
 WS = "compat"
-# pip output that means the package index could not be reached (the one reason to skip).
-UNREACHABLE = (
-    "Could not find a version",
-    "No matching distribution",
-    "ConnectionError",
-    "Temporary failure in name resolution",
-    "Name or service not known",
-    "Failed to establish a new connection",
-    "Network is unreachable",
-    "Max retries exceeded",
-)
 UTC_ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z")
 
 # The data both versions write: tracks (points given to append(), then one append_batch()),
@@ -200,37 +187,9 @@ def write_ours(session: Session, tracks: dict[str, dict[str, Any]], params: list
     ]
 
 
-def clean_env() -> dict[str, str]:
-    env = dict(os.environ)
-    for name in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "VIRTUAL_ENV"):
-        env.pop(name, None)
-    return env
-
-
 @dataclass(frozen=True)
-class Dreamlake021:
-    """The published dreamlake 0.2.1, installed in its own venv."""
-
-    venv: Path
-    workdir: Path  # cwd of every child: an empty directory, so no ``src`` on its path
-
-    @property
-    def python(self) -> Path:
-        return self.venv / "bin" / "python"
-
-    def python_json(self, *args: str) -> Any:
-        """Run ``python -I *args`` in the venv; return the JSON on the last line of its stdout."""
-        proc = subprocess.run(
-            [str(self.python), "-I", *args],
-            cwd=self.workdir,
-            env=clean_env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if proc.returncode != 0:
-            pytest.fail(f"dreamlake 0.2.1 failed (status {proc.returncode}):\n{proc.stderr}")
-        return json.loads(proc.stdout.splitlines()[-1])
+class Dreamlake021(Venv021):
+    """0.2.1 writing and reading local session directories."""
 
     def run(self, script: str, root: Path, session: str, spec: dict[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = self.python_json("-c", script, str(root), WS, session, json.dumps(spec))
@@ -250,33 +209,7 @@ class Dreamlake021:
 
 @pytest.fixture(scope="session")
 def dl021(tmp_path_factory: pytest.TempPathFactory) -> Dreamlake021:
-    base = tmp_path_factory.mktemp("dreamlake-0.2.1")
-    dl = Dreamlake021(base / "venv", base / "cwd")
-    dl.workdir.mkdir()
-    made = subprocess.run(
-        [sys.executable, "-m", "venv", str(dl.venv)],
-        cwd=dl.workdir, env=clean_env(), capture_output=True, text=True, timeout=180,
-    )
-    assert made.returncode == 0, f"python -m venv failed:\n{made.stdout}\n{made.stderr}"
-    pip = subprocess.run(
-        [str(dl.venv / "bin" / "pip"), "install", "dreamlake==0.2.1"],
-        cwd=dl.workdir, env=clean_env(), capture_output=True, text=True, timeout=240,
-    )
-    if pip.returncode != 0:
-        output = f"{pip.stdout}\n{pip.stderr}"
-        reason = next((marker for marker in UNREACHABLE if marker in output), None)
-        if reason is not None:
-            pytest.skip(f"cannot install dreamlake==0.2.1, the package index is unreachable (pip: {reason})")
-        pytest.fail(f"pip install dreamlake==0.2.1 failed (status {pip.returncode}):\n{output}")
-    # The venv must run the published 0.2.1, never this checkout.
-    version, module = dl.python_json(
-        "-c",
-        "import dreamlake, json; from importlib.metadata import version; "
-        "print(json.dumps([version('dreamlake'), dreamlake.__file__]))",
-    )
-    assert version == "0.2.1"
-    assert Path(module).resolve().is_relative_to(dl.venv.resolve()), module
-    return dl
+    return install_021(Dreamlake021, tmp_path_factory.mktemp("dreamlake-0.2.1"))
 
 
 def check_021_view(

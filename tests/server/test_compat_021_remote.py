@@ -18,8 +18,6 @@ import json
 import math
 import os
 import re
-import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ from typing import Any
 import httpx
 import pytest
 
+from .._dl021 import Venv021, install_021
 from ._server import ServerProcess
 
 pytestmark = pytest.mark.timeout(300)
@@ -36,16 +35,6 @@ pytestmark = pytest.mark.timeout(300)
 WS = "ws"  # the conftest token reaches ws and ws2
 CHUNK = 100  # the fixture server's --chunk-size
 # pip output that means the package index could not be reached (the one reason to skip).
-UNREACHABLE = (
-    "Could not find a version",
-    "No matching distribution",
-    "ConnectionError",
-    "Temporary failure in name resolution",
-    "Name or service not known",
-    "Failed to establish a new connection",
-    "Network is unreachable",
-    "Max retries exceeded",
-)
 # The timestamp 0.2.1 puts on a log entry: datetime.utcnow().isoformat() + "Z".
 STAMP_021 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z")
 
@@ -199,37 +188,9 @@ DOWNLOAD = _script(
 )
 
 
-def clean_env() -> dict[str, str]:
-    env = dict(os.environ)
-    for name in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONUSERBASE", "VIRTUAL_ENV"):
-        env.pop(name, None)
-    return env
-
-
 @dataclass(frozen=True)
-class Dreamlake021:
-    """The published dreamlake 0.2.1, installed in its own venv."""
-
-    venv: Path
-    workdir: Path  # cwd of every child: an empty directory, so no ``src`` on its path
-
-    @property
-    def python(self) -> Path:
-        return self.venv / "bin" / "python"
-
-    def python_json(self, *args: str) -> Any:
-        """Run ``python -I *args`` in the venv; return the JSON on the last line of its stdout."""
-        proc = subprocess.run(
-            [str(self.python), "-I", *args],
-            cwd=self.workdir,
-            env=clean_env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if proc.returncode != 0:
-            pytest.fail(f"dreamlake 0.2.1 failed (status {proc.returncode}):\n{proc.stderr}")
-        return json.loads(proc.stdout.splitlines()[-1])
+class Dreamlake021(Venv021):
+    """0.2.1 talking to a server."""
 
     def run(
         self, script: str, url: str, credential: str, session: str, spec: dict[str, Any], workspace: str = WS
@@ -243,51 +204,10 @@ class Dreamlake021:
         return result
 
 
-def install_021(base: Path, *pins: str) -> Dreamlake021:
-    """A venv under ``base`` with ``dreamlake==0.2.1`` (and ``pins``) from the package index; skips only
-    when the index cannot be reached."""
-    dl = Dreamlake021(base / "venv", base / "cwd")
-    dl.workdir.mkdir()
-    made = subprocess.run(
-        [sys.executable, "-m", "venv", str(dl.venv)],
-        cwd=dl.workdir,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert made.returncode == 0, f"python -m venv failed:\n{made.stdout}\n{made.stderr}"
-    pip = subprocess.run(
-        [str(dl.venv / "bin" / "pip"), "install", "dreamlake==0.2.1", *pins],
-        cwd=dl.workdir,
-        env=clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    if pip.returncode != 0:
-        output = f"{pip.stdout}\n{pip.stderr}"
-        reason = next((marker for marker in UNREACHABLE if marker in output), None)
-        if reason is not None:
-            pytest.skip(f"cannot install dreamlake==0.2.1, the package index is unreachable (pip: {reason})")
-        pytest.fail(
-            f"pip install dreamlake==0.2.1 {' '.join(pins)} failed (status {pip.returncode}):\n{output}"
-        )
-    # The venv must run the published 0.2.1, never this checkout.
-    version, module = dl.python_json(
-        "-c",
-        "import dreamlake, json; from importlib.metadata import version; "
-        "print(json.dumps([version('dreamlake'), dreamlake.__file__]))",
-    )
-    assert version == "0.2.1"
-    assert Path(module).resolve().is_relative_to(dl.venv.resolve()), module
-    return dl
-
-
 @pytest.fixture(scope="session")
 def dl021(tmp_path_factory: pytest.TempPathFactory) -> Dreamlake021:
     """0.2.1 with the newest dependencies it allows."""
-    return install_021(tmp_path_factory.mktemp("dreamlake-0.2.1-remote"))
+    return install_021(Dreamlake021, tmp_path_factory.mktemp("dreamlake-0.2.1-remote"))
 
 
 @pytest.fixture(scope="session")
@@ -295,7 +215,7 @@ def dl021_httpx027(tmp_path_factory: pytest.TempPathFactory) -> Dreamlake021:
     """0.2.1 with httpx 0.27 (it allows ``httpx>=0.27``): the httpx that sends NaN/Infinity as Python's
     bare tokens. httpx 0.28 refuses to encode them (``allow_nan=False``), so with it 0.2.1 cannot send
     a non-finite float at all."""
-    return install_021(tmp_path_factory.mktemp("dreamlake-0.2.1-httpx027"), "httpx>=0.27,<0.28")
+    return install_021(Dreamlake021, tmp_path_factory.mktemp("dreamlake-0.2.1-httpx027"), "httpx>=0.27,<0.28")
 
 
 @pytest.fixture(scope="module")

@@ -58,29 +58,24 @@ class Archiver:
                 log.warning("archiver pass failed; retrying", exc_info=True)
 
     async def archive_once(self) -> int:
-        """One pass over the tracks holding full chunks; returns the number of chunks archived."""
-        done = 0
+        """One pass: one chunk of each track that has a full one (so no track waits behind another);
+        returns the number of chunks archived."""
         tracks = await self._hot.tracks_to_archive(self._size, _TRACKS_PER_PASS)
         self.backlogged = {(t.session_id, t.name) for t in tracks if t.total - t.chunked > self._max_buffered}
+        done = 0
         for track in tracks:
-            while track.total - track.chunked >= self._size:
-                with anyio.CancelScope(shield=True):
-                    await self._archive(track, track.chunked // self._size)
-                done += 1
-                fresh = await self._hot.get_track(track.session_id, track.name)
-                if fresh is None or fresh.chunked == track.chunked:
-                    break  # nothing moved: leave it to the next pass rather than spin
-                track = fresh
-                if track.total - track.chunked <= self._max_buffered:
-                    self.backlogged.discard((track.session_id, track.name))
-        return done
+            with anyio.CancelScope(shield=True):
+                done += await self._archive(track, track.chunked // self._size)
+        return done  # 0 when nothing moved: the run loop then waits rather than spins
 
-    async def _archive(self, track: TrackRecord, chunk: int) -> None:
+    async def _archive(self, track: TrackRecord, chunk: int) -> bool:
         first = chunk * self._size
         batches = await self._hot.read_batches(track.id, first, first + self._size)
         blob = await anyio.to_thread.run_sync(build_chunk, first, self._size, batches)
         if blob is None:
-            return  # another server archived it meanwhile: its record says so
+            return False  # another server archived it meanwhile: its record says so
         await self._cold.put(chunk_key(track.id, chunk), blob)
-        if await self._hot.chunk_archived(track.id, chunk, self._size):
-            self.chunks_written += 1
+        if not await self._hot.chunk_archived(track.id, chunk, self._size):
+            return False
+        self.chunks_written += 1
+        return True
