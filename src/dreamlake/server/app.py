@@ -41,7 +41,7 @@ async def health(request: Request) -> Response:
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
-    if exc.status >= 500:
+    if exc.status >= 500 and exc.status != 503:  # 503 is back-pressure, asked for and retried
         log.warning("%s %s: %s", request.method, request.url.path, exc.error)
     return json_response({"error": exc.error, "detail": exc.detail}, exc.status, exc.headers)
 

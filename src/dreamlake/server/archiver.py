@@ -20,6 +20,7 @@ from .points import build_chunk, chunk_key
 log = logging.getLogger("dreamlake.server")
 
 _TRACKS_PER_PASS = 100
+_CHUNKS_PER_STEP = 16  # chunks recorded per hot-tier write
 
 
 class Archiver:
@@ -58,24 +59,29 @@ class Archiver:
                 log.warning("archiver pass failed; retrying", exc_info=True)
 
     async def archive_once(self) -> int:
-        """One pass: one chunk of each track that has a full one (so no track waits behind another);
-        returns the number of chunks archived."""
+        """One pass: the full chunks of each track that has some (at most ``_CHUNKS_PER_STEP`` each, so
+        no track waits long behind another); returns the number of chunks archived."""
         tracks = await self._hot.tracks_to_archive(self._size, _TRACKS_PER_PASS)
         self.backlogged = {(t.session_id, t.name) for t in tracks if t.total - t.chunked > self._max_buffered}
         done = 0
         for track in tracks:
             with anyio.CancelScope(shield=True):
-                done += await self._archive(track, track.chunked // self._size)
+                done += await self._archive(track)
         return done  # 0 when nothing moved: the run loop then waits rather than spins
 
-    async def _archive(self, track: TrackRecord, chunk: int) -> bool:
-        first = chunk * self._size
-        batches = await self._hot.read_batches(track.id, first, first + self._size)
-        blob = await anyio.to_thread.run_sync(build_chunk, first, self._size, batches)
-        if blob is None:
-            return False  # another server archived it meanwhile: its record says so
-        await self._cold.put(chunk_key(track.id, chunk), blob)
-        if not await self._hot.chunk_archived(track.id, chunk, self._size):
-            return False
-        self.chunks_written += 1
-        return True
+    async def _archive(self, track: TrackRecord) -> int:
+        """Write the track's next full chunks to the cold tier, then record them all in one hot-tier
+        step (one write transaction per track and pass, however many chunks)."""
+        first_chunk = track.chunked // self._size
+        count = min((track.total - track.chunked) // self._size, _CHUNKS_PER_STEP)
+        first, end = first_chunk * self._size, (first_chunk + count) * self._size
+        batches = await self._hot.read_batches(track.id, first, end)
+        for k in range(first_chunk, first_chunk + count):
+            blob = await anyio.to_thread.run_sync(build_chunk, k * self._size, self._size, batches)
+            if blob is None:
+                return 0  # another server archived it meanwhile: its record says so
+            await self._cold.put(chunk_key(track.id, k), blob)
+        if not await self._hot.chunk_archived(track.id, first_chunk, self._size, count):
+            return 0
+        self.chunks_written += count
+        return count

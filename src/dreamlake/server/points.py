@@ -74,6 +74,8 @@ def build_chunk(first: int, size: int, batches: Sequence[Batch]) -> bytes | None
     created: list[tuple[int, str]] = []
     index = first
     for batch in batches:
+        if index == first + size:
+            break
         if batch.start > index:
             return None
         lo, hi = index - batch.start, min(first + size, batch.start + batch.count) - batch.start

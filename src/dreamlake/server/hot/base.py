@@ -158,11 +158,19 @@ class HotTier(Protocol):
     async def tracks_to_archive(self, chunk_size: int, limit: int) -> list[TrackRecord]:
         """Tracks holding at least one full chunk of hot points."""
 
-    async def chunk_archived(self, track_id: str, chunk_index: int, chunk_size: int) -> bool:
-        """Record chunk ``chunk_index`` as in the cold tier and drop the hot batches wholly inside
-        the archived range. False (and nothing changed) if it was recorded already."""
+    async def chunk_archived(self, track_id: str, chunk_index: int, chunk_size: int, count: int = 1) -> bool:
+        """Record chunks ``chunk_index .. chunk_index+count-1`` as in the cold tier and drop the hot
+        batches wholly inside the archived range, in one step. False (and nothing changed) unless
+        they are the track's next chunks and are full (e.g. another server recorded them first)."""
 
 
 __all__ = [
-    "Batch", "HotTier", "Ingest", "IngestResult", "SessionRecord", "Token", "TrackRecord", "TrackWrite",
+    "Batch",
+    "HotTier",
+    "Ingest",
+    "IngestResult",
+    "SessionRecord",
+    "Token",
+    "TrackRecord",
+    "TrackWrite",
 ]

@@ -217,7 +217,8 @@ class SQLiteHotTier:
         """The token with this hash, if any."""
         return await self._one(
             lambda row: Token(row[0], tuple(json.loads(row[1])), bool(row[2]), row[3]),
-            "SELECT * FROM tokens WHERE token_hash = ?", token_hash,
+            "SELECT * FROM tokens WHERE token_hash = ?",
+            token_hash,
         )
 
     async def upsert_session(
@@ -313,8 +314,16 @@ class SQLiteHotTier:
             track_id, total = secrets.token_hex(8), 0
             conn.execute(
                 f"INSERT INTO tracks({_TRACK_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 0, 0, ?, ?, NULL, NULL)",
-                (track_id, session_id, write.name, write.description, _dump(write.tags or []),
-                 _dump_optional(write.metadata), now, now),
+                (
+                    track_id,
+                    session_id,
+                    write.name,
+                    write.description,
+                    _dump(write.tags or []),
+                    _dump_optional(write.metadata),
+                    now,
+                    now,
+                ),
             )
         else:
             track_id, total = row
@@ -407,7 +416,8 @@ class SQLiteHotTier:
 
         return await self._one(
             lambda row: {"version": row[0], "data": _load(row[1]), "createdAt": row[2], "updatedAt": row[3]},
-            "SELECT version, data, created_at, updated_at FROM parameters WHERE session_id = ?", session_id,
+            "SELECT version, data, created_at, updated_at FROM parameters WHERE session_id = ?",
+            session_id,
         )
 
     # -- files -----------------------------------------------------------------------------------
@@ -478,10 +488,11 @@ class SQLiteHotTier:
         )
         return await self._all(_track, sql, chunk_size, limit)
 
-    async def chunk_archived(self, track_id: str, chunk_index: int, chunk_size: int) -> bool:
-        """Record chunk ``chunk_index`` as archived and drop the batches wholly inside the archived
-        range; False (nothing changed) unless it is the track's next chunk and is full."""
-        end = (chunk_index + 1) * chunk_size
+    async def chunk_archived(self, track_id: str, chunk_index: int, chunk_size: int, count: int = 1) -> bool:
+        """Record chunks ``chunk_index .. chunk_index+count-1`` as archived and drop the batches wholly
+        inside the archived range; False (nothing changed) unless they are the track's next chunks and
+        are full."""
+        end = (chunk_index + count) * chunk_size
 
         def record(conn: sqlite3.Connection) -> bool:
             moved = conn.execute(
