@@ -86,3 +86,14 @@ async def test_a_track_too_far_behind_is_backlogged_until_archived(
     healthy = Archiver(hot, healthy_cold, SIZE, 0.1, max_buffered=5 * SIZE)
     assert await archive_all(healthy) == 10
     assert healthy.backlogged == set()
+
+
+async def test_a_write_past_the_bound_holds_the_track_back_at_once(
+    tmp_path: Path, hot: SQLiteHotTier
+) -> None:
+    cold = DirectoryColdTier(tmp_path / "cold")
+    archiver = Archiver(hot, cold, SIZE, 0.1, max_buffered=2 * SIZE)
+    archiver.ingested("s", "t", "track-id", 2 * SIZE)
+    assert archiver.backlogged == set()
+    archiver.ingested("s", "t", "track-id", 2 * SIZE + 1)
+    assert archiver.backlogged == {("s", "t")}

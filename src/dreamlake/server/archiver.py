@@ -37,13 +37,19 @@ class Archiver:
         #: (session id, track name) of tracks holding more than ``max_buffered`` hot points: the bulk
         #: route answers 503 for them until the archiver catches up, so the hot tier stays bounded.
         self.backlogged: set[tuple[str, str]] = set()
+        self._chunked: dict[str, int] = {}  # track id -> archived points, as last seen
         self._wake = anyio.Event()
         self.chunks_written = 0
         self.failures = 0
 
-    def wake(self) -> None:
-        """Ask for a pass soon (after an ingest that may have filled a chunk)."""
-        self._wake.set()
+    def ingested(self, session_id: str, name: str, track_id: str, total: int) -> None:
+        """A write brought a track to ``total`` points: wake up if a chunk filled, and hold the track
+        back (503) if it now holds more hot points than allowed, until the archiver catches up."""
+        buffered = total - self._chunked.get(track_id, 0)
+        if buffered >= self._size:
+            self._wake.set()
+        if buffered > self._max_buffered:
+            self.backlogged.add((session_id, name))
 
     async def run(self) -> None:
         """Archive until cancelled; a cancellation lands between steps, never inside a tier write."""
@@ -63,6 +69,7 @@ class Archiver:
         no track waits long behind another); returns the number of chunks archived."""
         tracks = await self._hot.tracks_to_archive(self._size, _TRACKS_PER_PASS)
         self.backlogged = {(t.session_id, t.name) for t in tracks if t.total - t.chunked > self._max_buffered}
+        self._chunked.update((t.id, t.chunked) for t in tracks)
         done = 0
         for track in tracks:
             with anyio.CancelScope(shield=True):
@@ -83,5 +90,8 @@ class Archiver:
             await self._cold.put(chunk_key(track.id, k), blob)
         if not await self._hot.chunk_archived(track.id, first_chunk, self._size, count):
             return 0
+        self._chunked[track.id] = end
+        if track.total - end <= self._max_buffered:
+            self.backlogged.discard((track.session_id, track.name))
         self.chunks_written += count
         return count
