@@ -30,6 +30,7 @@ import msgspec
 _FRAME = struct.Struct("<II")
 _ENCODE = msgspec.msgpack.Encoder()
 _DECODE = msgspec.msgpack.Decoder()
+_DECODE_RAW = msgspec.msgpack.Decoder(tuple[int, int, msgspec.Raw])
 SUFFIX = ".journal"
 
 
@@ -201,16 +202,21 @@ class Journal:
         """Sealed groups not yet acknowledged or refused, oldest first."""
         return sorted(g for g, entry in self.groups.items() if entry.sealed)
 
-    def read(self, group: int) -> Iterator[tuple[Kind, Any]]:
-        """The records of ``group``, read back from the file."""
-        for offset, length in self.groups[group].records:
-            body = os.pread(self._fd, length, offset)[_FRAME.size :]
-            kind, _, payload = _DECODE.decode(body)
-            yield Kind(kind), payload
+    def read(self, group: int) -> list[tuple[Kind, msgspec.Raw]]:
+        """The records of ``group`` read back from the file, payloads left encoded (msgpack)."""
+        with self._lock:
+            records = list(self.groups[group].records)
+        out = []
+        for offset, length in records:
+            kind, _, payload = _DECODE_RAW.decode(os.pread(self._fd, length, offset)[_FRAME.size :])
+            out.append((Kind(kind), payload))
+        return out
 
     def unsent(self) -> tuple[int, int]:
-        """Points and log entries not yet acknowledged."""
-        return sum(g.points for g in self.groups.values()), sum(g.logs for g in self.groups.values())
+        """Points and log entries not yet acknowledged (callable from any thread)."""
+        with self._lock:
+            groups = list(self.groups.values())
+        return sum(g.points for g in groups), sum(g.logs for g in groups)
 
     @property
     def done(self) -> bool:

@@ -39,6 +39,7 @@ from .journal import Journal, Kind, find_journals
 log = logging.getLogger("dreamlake")
 
 _ENCODE = msgspec.msgpack.Encoder()
+_RAW_LIST = msgspec.msgpack.Decoder(list[msgspec.Raw])
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.2, 10.0  # seconds
 _ROTATE_BYTES = 64 * 1024 * 1024  # start a new journal once an acknowledged one is this big
@@ -96,21 +97,31 @@ class Sender:
             self.session_id = str(response.json()["session"]["id"])
         return self.session_id
 
-    async def send(self, group: int) -> None:
-        """Send one sealed group until the server stores it (or refuses it for good)."""
-        batch: dict[str, list[Any]] = {"tracks": [], "logs": [], "parameters": []}
+    def prepare(self, group: int) -> tuple[bytes, dict[str, str]]:
+        """The request for one sealed group: its journaled payloads spliced into one msgpack body
+        (never decoded), compressed. Blocking: run it in a worker thread."""
+        tracks: list[msgspec.Raw] = []
+        logs: list[msgspec.Raw] = []
+        parameters: list[msgspec.Raw] = []
         for kind, payload in self.journal.read(group):
             if kind is Kind.TRACK:
-                batch["tracks"].append(payload)
+                tracks.append(payload)
             elif kind is Kind.LOGS:
-                batch["logs"].extend(payload)
+                logs.extend(_RAW_LIST.decode(payload))
             elif kind is Kind.PARAMS:
-                batch["parameters"].extend(payload)
-        body = _ENCODE.encode(batch)
+                parameters.extend(_RAW_LIST.decode(payload))
+        body = _ENCODE.encode({"tracks": tracks, "logs": logs, "parameters": parameters})
         headers = {"Content-Type": "application/msgpack", "Idempotency-Key": f"{self.journal.writer}:{group}"}
         if len(body) > _COMPRESS_ABOVE:
-            body = await anyio.to_thread.run_sync(gzip.compress, body, 1)
-            headers["Content-Encoding"] = "gzip"
+            body, headers["Content-Encoding"] = _compress(body)
+        return body, headers
+
+    async def send(self, group: int, request: tuple[bytes, dict[str, str]] | None = None) -> None:
+        """Send one sealed group (``request``: what :meth:`prepare` made of it) until the server
+        stores it, or refuses it for good."""
+        if request is None:
+            request = await anyio.to_thread.run_sync(self.prepare, group)
+        body, headers = request
         session_id = await self.session()
         try:
             await self._request("POST", f"/sessions/{session_id}/batches", content=body, headers=headers)
@@ -152,6 +163,15 @@ class Sender:
                 )
             await anyio.sleep(wait * random.uniform(0.5, 1.0) if wait == delay else wait)
             delay = min(delay * 2, _BACKOFF_MAX)
+
+
+def _compress(body: bytes) -> tuple[bytes, str]:
+    """zstd (level 1) where the optional ``zstandard`` is installed, else gzip (level 1)."""
+    try:
+        import zstandard
+    except ImportError:
+        return gzip.compress(body, 1), "gzip"
+    return zstandard.ZstdCompressor(level=1).compress(body), "zstd"
 
 
 def _retry_after(response: httpx.Response) -> float | None:
@@ -230,36 +250,54 @@ class RemoteSink(Sink):
     async def run(self) -> None:
         """Send what dead runs of this session left, then sealed groups as they come, until cancelled."""
         await self._resume_orphans()
+        ahead: tuple[int, tuple[bytes, dict[str, str]]] | None = None
         while True:
             groups = self.journal.sendable()
             if not groups:
                 await self._wake.wait()
                 self._wake = anyio.Event()
                 continue
-            try:
-                await self.sender.send(groups[0])
-            except TokenRejected as exc:
-                self._token_error = exc  # raised by drain(); retried at the next flush
-                self._progress.set()
-                self._progress = anyio.Event()
+            request = ahead[1] if ahead is not None and ahead[0] == groups[0] else None
+            ahead = None
+            failure: list[RemoteError] = []
+            # The next group is read and compressed while this one is on the wire (sent in order,
+            # one at a time, so every track keeps its order on the server).
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._post, groups[0], request, failure)
+                if len(groups) > 1:
+                    ahead = (groups[1], await anyio.to_thread.run_sync(self.sender.prepare, groups[1]))
+            if failure and isinstance(failure[0], TokenRejected):
+                self._token_error = failure[0]  # raised by drain(); retried at the next flush
+                self._signal_progress()
                 await self._wake.wait()
                 self._wake = anyio.Event()
                 continue
-            except RemoteError as exc:
-                self._refused.append(str(exc))
+            if failure:
+                self._refused.append(str(failure[0]))
                 if not self._warned:  # once; every refusal is also raised from flush()/close()
                     self._warned = True
                     warnings.warn(
-                        f"dreamlake: {exc}; the batch is kept in {self.journal.path}",
+                        f"dreamlake: {failure[0]}; the batch is kept in {self.journal.path}",
                         RuntimeWarning,
                         stacklevel=1,
                     )
             self._token_error = None
-            self._progress.set()
-            self._progress = anyio.Event()
+            self._signal_progress()
             if self.journal.done and self.journal.size > _ROTATE_BYTES:
                 self.journal.close(remove_if_done=True)
                 self.journal = self.sender.journal = self._new_journal()
+
+    async def _post(
+        self, group: int, request: tuple[bytes, dict[str, str]] | None, failure: list[RemoteError]
+    ) -> None:
+        try:
+            await self.sender.send(group, request)
+        except RemoteError as exc:
+            failure.append(exc)
+
+    def _signal_progress(self) -> None:
+        self._progress.set()
+        self._progress = anyio.Event()
 
     async def _resume_orphans(self) -> None:
         """Send, first, the journals of earlier runs of this session whose process died (what
