@@ -24,7 +24,7 @@ def add_parser(commands: Any) -> None:
     p.add_argument("--jwt-secret", default=None, help="accept HS256 JWTs signed with this secret")
     p.add_argument("--max-body", type=int, default=64 * 1024 * 1024, help="request body limit in bytes")
     p.add_argument(
-        "--max-buffered-chunks", type=int, default=50, help="hot chunks per track before ingest answers 503"
+        "--max-buffered-chunks", type=int, default=200, help="hot chunks per track before ingest answers 503"
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(run=run)

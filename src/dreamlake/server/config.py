@@ -25,7 +25,9 @@ class ServerConfig:
     max_points: int = 1_000_000  # points per request
     max_read: int = 10_000  # points per read
     archive_interval: float = 0.5  # seconds between archiver passes when idle
-    max_buffered_chunks: int = 50  # hot chunks per track before the bulk route answers 503
+    max_buffered_chunks: int = (
+        200  # hot chunks per track before the bulk route answers 503 (on disk, not RAM)
+    )
 
     def __post_init__(self) -> None:
         if self.chunk_size < 1:
