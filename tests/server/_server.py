@@ -44,8 +44,12 @@ class ServerProcess:
         )
         self.stderr: list[str] = []
         lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._pump, args=(self.proc.stdout, lines), daemon=True).start()
-        threading.Thread(target=self._collect, daemon=True).start()
+        self._readers = [
+            threading.Thread(target=self._pump, args=(self.proc.stdout, lines), daemon=True),
+            threading.Thread(target=self._collect, daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
         while True:
             try:
                 line = lines.get(timeout=timeout)
@@ -85,6 +89,7 @@ class ServerProcess:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
+        self._close_pipes()
         return self.proc.returncode
 
     def kill(self) -> None:
@@ -92,6 +97,14 @@ class ServerProcess:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+        self._close_pipes()
+
+    def _close_pipes(self) -> None:
+        for reader in self._readers:
+            reader.join(10)  # they end at EOF, once the process is gone
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
 
     def __enter__(self) -> ServerProcess:
         return self

@@ -85,13 +85,18 @@ class Agent:
 
         Parameter changes are always written; log entries and file saves only by a full flush.
         """
-        await self._hand_over(names)
+        await self.hand_over(names)
         await self.sink.drain()
 
-    async def _hand_over(self, names: Collection[str] | None) -> None:
+    async def hand_over(self, names: Collection[str] | None = None) -> None:
+        """Write everything queued so far to the sink (for a remote sink: into its journal)."""
         if names is None:
             await self._wait_for_saves()
         await self._flush(names, raise_errors=True)
+
+    async def drain(self) -> None:
+        """Wait until the sink has stored for good what it was handed (a remote sink: acknowledged)."""
+        await self.sink.drain()
 
     async def stop(self, budget: float | None = None) -> None:
         """Write everything, close the sink (which may send for ``budget`` more seconds) and
@@ -101,7 +106,7 @@ class Agent:
         self._wakeup.set()
         await self._done.wait()
         try:
-            await self._hand_over(None)
+            await self.hand_over(None)
         finally:
             try:
                 await self.sink.close(self.stats(), deadline)

@@ -89,7 +89,8 @@ class AgentThread:
         finally:
             if self._stop_future.done() and self._thread.is_alive():
                 try:
-                    self._portal.call(self._portal.stop)
+                    # Cancel what is left, e.g. a flush() that timed out waiting for a dead server.
+                    self._portal.call(self._portal.stop, True)
                 except RuntimeError:
                     pass  # the loop is already gone
                 self._thread.join()

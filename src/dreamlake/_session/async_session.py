@@ -105,13 +105,19 @@ class AsyncSession(SessionCore):
             )
 
     async def flush(self, timeout: float | None = None) -> None:  # noqa: ASYNC109 (as Session.flush)
-        """Wait until every point appended before this call is written.
+        """Wait until every point appended before this call is written (in remote mode: acknowledged
+        by the server).
 
         Raises:
-            FlushTimeoutError: ``timeout`` seconds passed first (the agent goes on writing).
+            FlushTimeoutError: ``timeout`` seconds passed first (the agent goes on writing). In remote
+                mode everything is in the journal by then: the timeout bounds only the wait for the server.
             StorageError: A write failed; the points are kept and retried.
         """
-        await self._acall(Agent.flush, timeout=timeout)
+        if self.remote is None:
+            await self._acall(Agent.flush, timeout=timeout)
+        else:
+            await self._acall(Agent.hand_over)
+            await self._acall(Agent.drain, timeout=timeout)
 
     def track(
         self,

@@ -111,13 +111,19 @@ class Session(SessionCore):
                 _lifecycle.unregister(self)
 
     def flush(self, timeout: float | None = None) -> None:
-        """Block until every point appended before this call is written.
+        """Block until every point appended before this call is written (in remote mode: acknowledged
+        by the server).
 
         Raises:
-            FlushTimeoutError: ``timeout`` seconds passed first.
+            FlushTimeoutError: ``timeout`` seconds passed first. In remote mode everything is in the
+                journal by then: the timeout bounds only the wait for the server.
             StorageError: A write failed; the points are kept and retried.
         """
-        self._call(Agent.flush, timeout=timeout)
+        if self.remote is None:
+            self._call(Agent.flush, timeout=timeout)
+        else:
+            self._call(Agent.hand_over)
+            self._call(Agent.drain, timeout=timeout)
 
     def track(
         self,

@@ -115,25 +115,29 @@ class Journal:
         for offset, length, kind, group, payload in self._scan():
             self._index(offset, length, kind, group, payload)
             good = offset + length
-        if good < self.size:
-            os.ftruncate(self._fd, good)  # a torn or damaged tail: the record never completed
-            self.size = good
         if not self.header:
-            raise ValueError(f"{self.path} is not a dreamlake journal (no header)")
+            raise ValueError(f"{self.path} is not a dreamlake journal (no header); left as it is")
+        if good < self.size:
+            os.ftruncate(self._fd, good)  # a torn tail: the last record never completed
+            self.size = good
 
     def _scan(self) -> Iterator[tuple[int, int, Kind, int, Any]]:
+        """Every record; stops at a torn tail (a frame longer than what follows it), raises
+        ``ValueError`` for a damaged one (complete but failing its CRC): that file is not guessed at."""
         data = os.pread(self._fd, self.size, 0)
         offset = 0
         while offset + _FRAME.size <= len(data):
             length, crc = _FRAME.unpack_from(data, offset)
             body = data[offset + _FRAME.size : offset + _FRAME.size + length]
-            if len(body) < length or zlib.crc32(body) != crc:
-                return
+            if len(body) < length or length == 0:
+                return  # a frame cut short, or zeros where a crash left the file longer than written
             try:
+                if zlib.crc32(body) != crc:
+                    raise ValueError("checksum mismatch")
                 kind, group, payload = _DECODE.decode(body)
                 kind = Kind(kind)
-            except (msgspec.DecodeError, ValueError, TypeError):
-                return
+            except (msgspec.DecodeError, ValueError, TypeError) as exc:
+                raise ValueError(f"{self.path} is damaged at byte {offset} ({exc}); left as it is") from None
             yield offset, _FRAME.size + length, kind, group, payload
             offset += _FRAME.size + length
 
@@ -200,7 +204,8 @@ class Journal:
 
     def sendable(self) -> list[int]:
         """Sealed groups not yet acknowledged or refused, oldest first."""
-        return sorted(g for g, entry in self.groups.items() if entry.sealed)
+        with self._lock:
+            return sorted(g for g, entry in self.groups.items() if entry.sealed)
 
     def read(self, group: int) -> list[tuple[Kind, msgspec.Raw]]:
         """The records of ``group`` read back from the file, payloads left encoded (msgpack)."""
@@ -221,7 +226,8 @@ class Journal:
     @property
     def done(self) -> bool:
         """Nothing left to send and nothing refused: the file may go."""
-        return not any(g.records for g in self.groups.values()) and not self.refused
+        with self._lock:
+            return not any(g.records for g in self.groups.values()) and not self.refused
 
     def close(self, remove_if_done: bool = False) -> None:
         """Release the file (and delete it if everything was acknowledged)."""

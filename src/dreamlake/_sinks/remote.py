@@ -87,6 +87,10 @@ class Sender:
         self.retries = 0
         self.last_error: str | None = None
 
+    def quiet(self) -> None:
+        """Warn no more (the sink is closing and says itself what it leaves)."""
+        self._warned = True
+
     async def session(self) -> str:
         """The server's id of the journal's session (created or updated on first use)."""
         if self.session_id is None:
@@ -497,12 +501,15 @@ class RemoteSink(Sink):
         finally:
             points, logs = self.journal.unsent()
             if points or logs:
+                why = self.sender.last_error or "the server did not answer in time"
                 warnings.warn(
-                    f"dreamlake could not reach {self.url} in time: {points} points and {logs} log entries "
-                    f"are kept in {self.journal.path}; send them with: {sync_command(self.root, self.url)}",
+                    f"dreamlake could not send everything to {self.url} before close()'s deadline ({why}): "
+                    f"{points} points and {logs} log entries are kept in {self.journal.path}; send them "
+                    f"with: {sync_command(self.root, self.url)}",
                     RuntimeWarning,
                     stacklevel=1,
                 )
+            self.sender.quiet()  # what close() cuts short is not a failing server: one warning is enough
             self.journal.close(remove_if_done=True)
             await self.client.aclose()
 
