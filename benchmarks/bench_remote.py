@@ -83,7 +83,7 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -512,7 +512,7 @@ def child_breakdown(args: argparse.Namespace) -> dict[str, Any]:
     import gzip
 
     from dreamlake._agent import hosts, queue
-    from dreamlake._sinks import journal, remote
+    from dreamlake._sinks import journal, sender
 
     cpu: dict[str, float] = {}
     wall: dict[str, float] = {}
@@ -530,15 +530,6 @@ def child_breakdown(args: argparse.Namespace) -> dict[str, Any]:
                 return func(*a, **kw)
             finally:
                 account(key, c0, w0)
-
-        return wrapper
-
-    def timed_iter(key: str, func: Callable[..., Iterator[Any]]) -> Callable[..., Iterator[Any]]:
-        def wrapper(*a: Any, **kw: Any) -> Iterator[Any]:
-            c0, w0 = time.thread_time(), time.perf_counter()
-            items = list(func(*a, **kw))
-            account(key, c0, w0)
-            return iter(items)
 
         return wrapper
 
@@ -563,15 +554,15 @@ def child_breakdown(args: argparse.Namespace) -> dict[str, Any]:
 
     patches: list[tuple[Any, str, Any]] = [
         (journal.Journal, "add", timed("journal: Journal.add (msgpack + os.write)", journal.Journal.add)),
-        (journal.Journal, "read", timed_iter("sender: Journal.read (pread + decode)", journal.Journal.read)),
-        (remote, "_ENCODE", TimedEncoder(remote._ENCODE)),
+        (journal.Journal, "read", timed("sender: Journal.read (pread)", journal.Journal.read)),
+        (sender, "_ENCODE", TimedEncoder(sender._ENCODE)),
         (gzip, "compress", timed("worker: gzip.compress", gzip.compress)),
         (queue.PointQueue, "take", timed("agent: PointQueue.take", queue.PointQueue.take)),
         (hosts.AgentThread, "_main", timed("agent thread (all, incl. start-up)", hosts.AgentThread._main)),
         (
-            remote.Sender,
+            sender.Sender,
             "_request",
-            timed_async("sender: HTTP request, waiting (wall)", remote.Sender._request),
+            timed_async("sender: HTTP request, waiting (wall)", sender.Sender._request),
         ),
     ]
     for owner, attr, value in patches:

@@ -18,7 +18,7 @@ import httpx
 
 from .._config import DEFAULT_LOCAL_PATH
 from .._sinks.journal import Journal, find_journals
-from .._sinks.remote import RemoteError, Sender
+from .._sinks.sender import RemoteError, Sender
 
 
 def add_parser(commands: Any) -> None:

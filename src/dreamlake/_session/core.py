@@ -76,7 +76,7 @@ class SessionCore(LogCore):
         self.remote = remote or (None if local_path is not None else os.environ.get("DREAMLAKE_REMOTE"))
         self._api_key = api_key or os.environ.get("DREAMLAKE_API_KEY")
         if self.remote is not None and not self._api_key and user_name:
-            from .._sinks.remote import legacy_token  # remote mode only: httpx is slow to import
+            from .._sinks.sender import legacy_token  # remote mode only: httpx is slow to import
 
             self._api_key = legacy_token(user_name)  # as 0.2.x did; only a --dev server takes it
         self._hybrid = self.remote is not None and local_path is not None

@@ -1,22 +1,18 @@
 """The remote sink: batches go to a local journal first, then to ``dreamlake serve`` over HTTP.
 
 The agent's writes between two flushes are journaled as one group (see ``journal.py``); a sender
-task ships sealed groups in order, one request each (``POST /sessions/{id}/batches``, msgpack,
-gzip, ``Idempotency-Key: <writer>:<group>``), one at a time so every track keeps its order, and
-marks each acknowledged. Connection errors, timeouts, 5xx, 408 and 429 are retried with
-exponential backoff and jitter, honouring ``Retry-After``; any other 4xx refuses the group for
-good: it stays in the journal, marked, and is raised from the next ``flush()``/``close()``.
-A dead server never grows memory (the journal grows) and never hangs ``close()``.
+task (``sender.py``) ships sealed groups in order, one request each (``POST /sessions/{id}/batches``,
+msgpack, zstd or gzip, ``Idempotency-Key: <writer>:<group>``), one at a time so every track keeps its
+order, preparing the next while one is on the wire. A refusal for good is kept in the journal and
+raised from the next ``flush()``/``close()``. A dead server never grows memory (the journal grows)
+and never hangs ``close()``.
 """
 
 from __future__ import annotations
 
 import functools
-import gzip
 import hashlib
-import logging
 import os
-import random
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -26,164 +22,21 @@ from urllib.parse import quote
 
 import anyio
 import httpx
-import jwt
 import msgspec
 
 from .._disk.filestore import check_download, download_target
-from .._exceptions import ConfigError, StorageError
+from .._exceptions import ConfigError
 from .._schema.levels import LEVEL, MESSAGE, TIMESTAMP
-from .._schema.wire import DEV_JWT_SECRET
 from .base import FileRequest, Sink, TrackSpec
 from .journal import Journal, Kind, find_journals
+from .sender import RemoteError, Sender, TokenRejected, legacy_token, sync_command
 
-log = logging.getLogger("dreamlake")
+__all__ = ["RemoteError", "RemoteSink", "TokenRejected", "legacy_token", "sync_command"]
 
-_ENCODE = msgspec.msgpack.Encoder()
-_RAW_LIST = msgspec.msgpack.Decoder(list[msgspec.Raw])
-_RETRY_STATUS = {408, 429, 500, 502, 503, 504}
-_BACKOFF_FIRST, _BACKOFF_MAX = 0.2, 10.0  # seconds
 _ROTATE_BYTES = 64 * 1024 * 1024  # start a new journal once an acknowledged one is this big
-_COMPRESS_ABOVE = 16 * 1024  # bytes; smaller bodies go as they are
 # Journal appends (encoding, a write, maybe an fsync) run off the agent's loop, which is the caller's
 # loop for an AsyncSession; abandoned only past close()'s deadline, as LocalSink's calls are.
 _in_thread = functools.partial(anyio.to_thread.run_sync, abandon_on_cancel=True)
-
-
-class RemoteError(StorageError):
-    """The server refused a request for good (``status`` is its HTTP status)."""
-
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class TokenRejected(RemoteError):
-    """The server does not accept the token (401): batches stay sendable with another token."""
-
-
-def legacy_token(user_name: str) -> str:
-    """The token dreamlake 0.2.x makes from ``user_name`` (same claims, same placeholder secret):
-    accepted only by a ``dreamlake serve --dev`` server."""
-    user_id = str(int(hashlib.sha256(user_name.encode()).hexdigest()[:16], 16))[:10]
-    now = int(time.time())
-    claims = {"userId": user_id, "userName": user_name, "iat": now, "exp": now + 30 * 24 * 3600}
-    return jwt.encode(claims, DEV_JWT_SECRET, algorithm="HS256")
-
-
-def sync_command(root: Path, url: str) -> str:
-    """The command that sends what a journal under ``root`` still holds."""
-    return f"dreamlake sync --local-path {root} --remote {url}"
-
-
-class Sender:
-    """Sends one journal's sealed groups to the server, in order, until each is acknowledged."""
-
-    def __init__(self, client: httpx.AsyncClient, journal: Journal, warn: bool = True) -> None:
-        self.client = client
-        self.journal = journal
-        self._warned = not warn  # a failing server is warned about once; stats() shows the rest
-        self.session_id: str | None = None
-        self.sent_requests = 0
-        self.retries = 0
-        self.last_error: str | None = None
-
-    def quiet(self) -> None:
-        """Warn no more (the sink is closing and says itself what it leaves)."""
-        self._warned = True
-
-    async def session(self) -> str:
-        """The server's id of the journal's session (created or updated on first use)."""
-        if self.session_id is None:
-            head = self.journal.header
-            response = await self._request(
-                "POST", f"/workspaces/{head['workspace']}/sessions", json=head["session"]
-            )
-            self.session_id = str(response.json()["session"]["id"])
-        return self.session_id
-
-    def prepare(self, group: int) -> tuple[bytes, dict[str, str]]:
-        """The request for one sealed group: its journaled payloads spliced into one msgpack body
-        (never decoded), compressed. Blocking: run it in a worker thread."""
-        tracks: list[msgspec.Raw] = []
-        logs: list[msgspec.Raw] = []
-        parameters: list[msgspec.Raw] = []
-        for kind, payload in self.journal.read(group):
-            if kind is Kind.TRACK:
-                tracks.append(payload)
-            elif kind is Kind.LOGS:
-                logs.extend(_RAW_LIST.decode(payload))
-            elif kind is Kind.PARAMS:
-                parameters.extend(_RAW_LIST.decode(payload))
-        body = _ENCODE.encode({"tracks": tracks, "logs": logs, "parameters": parameters})
-        headers = {"Content-Type": "application/msgpack", "Idempotency-Key": f"{self.journal.writer}:{group}"}
-        if len(body) > _COMPRESS_ABOVE:
-            body, headers["Content-Encoding"] = _compress(body)
-        return body, headers
-
-    async def send(self, group: int, request: tuple[bytes, dict[str, str]] | None = None) -> None:
-        """Send one sealed group (``request``: what :meth:`prepare` made of it) until the server
-        stores it, or refuses it for good."""
-        if request is None:
-            request = await anyio.to_thread.run_sync(self.prepare, group)
-        body, headers = request
-        session_id = await self.session()
-        try:
-            await self._request("POST", f"/sessions/{session_id}/batches", content=body, headers=headers)
-        except TokenRejected:
-            raise  # not the batch's fault: it stays in the journal, sendable
-        except RemoteError as exc:
-            self.journal.refuse(group, str(exc))
-            raise
-        self.journal.ack(group)
-        self.sent_requests += 1
-
-    async def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        """One request, retried while the failure may pass; a refusal for good raises RemoteError."""
-        delay = _BACKOFF_FIRST
-        while True:
-            try:
-                response = await self.client.request(method, url, **kwargs)
-            except httpx.TransportError as exc:  # refused, reset, timed out: the server may come back
-                wait = delay
-                self.last_error = f"{type(exc).__name__}: {exc}"
-            else:
-                if response.status_code < 400:
-                    self.last_error = None
-                    return response
-                if response.status_code not in _RETRY_STATUS:
-                    status = response.status_code
-                    kind = TokenRejected if status == 401 else RemoteError
-                    raise kind(f"the server refused {method} {url}: {status} {response.text[:300]}", status)
-                wait = _retry_after(response) or delay
-                self.last_error = f"HTTP {response.status_code}"
-            self.retries += 1
-            if not self._warned:
-                self._warned = True
-                warnings.warn(
-                    f"dreamlake: {self.client.base_url} failed ({self.last_error}); retrying with backoff. "
-                    f"Nothing is lost: batches wait in {self.journal.path}",
-                    RuntimeWarning,
-                    stacklevel=1,
-                )
-            await anyio.sleep(wait * random.uniform(0.5, 1.0) if wait == delay else wait)
-            delay = min(delay * 2, _BACKOFF_MAX)
-
-
-def _compress(body: bytes) -> tuple[bytes, str]:
-    """zstd (level 1) where the optional ``zstandard`` is installed, else gzip (level 1)."""
-    try:
-        import zstandard
-    except ImportError:
-        return gzip.compress(body, 1), "gzip"
-    return zstandard.ZstdCompressor(level=1).compress(body), "zstd"
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    raw = response.headers.get("retry-after", "")
-    try:
-        return min(max(float(raw), 0.0), 60.0)
-    except ValueError:
-        return None
 
 
 class RemoteSink(Sink):
