@@ -34,6 +34,7 @@ import jwt
 import pytest
 
 from dreamlake import Session, StorageError
+from dreamlake._disk.jsonl import encode_points
 from dreamlake._sinks.journal import Journal, Kind
 from dreamlake._sinks.remote import TokenRejected
 
@@ -701,7 +702,7 @@ def test_sync_does_not_drop_a_journal_damaged_before_its_end(
     journal = Journal.create(tmp_path / ".journal", header, fsync=False)
     for group in range(2):
         points = [{"i": i} for i in range(group * 100, group * 100 + 100)]
-        journal.add(Kind.TRACK, {"name": "t", "points": points})
+        journal.add(Kind.TRACK, {"name": "t", "lines": encode_points(points)})
         journal.seal()
     damaged_at = journal.groups[0].records[0][0] + 20  # inside the first group's points
     path = journal.path

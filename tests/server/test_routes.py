@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import math
 import threading
 import time
@@ -384,3 +385,19 @@ def test_a_replay_after_archiving_is_still_a_repeat(api: httpx.Client) -> None:
     assert replay["repeat"] is True
     assert replay["tracks"][0]["startIndex"] == 0
     assert api.get(f"/sessions/{sid}/tracks/t/stats").json()["totalDataPoints"] == str(3 * CHUNK)
+
+
+def test_bulk_points_as_json_lines_are_stored_as_sent(api: httpx.Client) -> None:
+    sid = open_session(api, "lines")
+    lines = b'{"v":1.5,"s":"a"}\n{"v":{"$float":"NaN"}}\n{"nested":{"k":[1,2]}}\n'
+    doc = bulk(api, sid, {"tracks": [{"name": "t", "lines": lines}]}, "lines:0").json()
+    assert doc["tracks"][0]["count"] == 3
+    raw = api.get(f"/sessions/{sid}/tracks/t/data").content
+    points = [p["data"] for p in json.loads(raw)["data"]]
+    assert points[0] == {"v": 1.5, "s": "a"}
+    assert math.isnan(points[1]["v"])
+    assert points[2] == {"nested": {"k": [1, 2]}}
+    for bad in [b'{"v":1}', b"[1]\n", b'{"v":1}\n\n', b'{"v":1} {"w":2}\n', b'{"v":1}\n5\n', b"{oops\n"]:
+        r = bulk(api, sid, {"tracks": [{"name": "t", "lines": bad}]}, f"bad:{bad!r}")
+        assert r.status_code == 422, (bad, r.text)
+    assert api.get(f"/sessions/{sid}/tracks/t/stats").json()["totalDataPoints"] == "3"

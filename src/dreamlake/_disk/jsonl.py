@@ -56,11 +56,17 @@ except ImportError:  # built without a C compiler
 
 def encode_lines(first_index: int, points: Sequence[dict[str, Any]]) -> bytes:
     """Encode ``points`` as JSONL lines numbered from ``first_index``."""
+    return frame_lines(first_index, encode_points(points))
+
+
+def encode_points(points: Sequence[dict[str, Any]]) -> bytes:
+    """``points`` as strict JSON lines, one per point, non-finite floats tagged (``_schema.values``):
+    the form points keep in ``data.jsonl``, on the wire to the server and in its tiers."""
     blob = b"".join(_encode_blocks(points))
     # msgspec writes NaN/Infinity as null; a batch without any null cannot hold one.
     if b"null" in blob:
         blob = b"".join(_encode_blocks([tag_nonfinite(p) for p in points]))
-    return frame_lines(first_index, blob)
+    return blob
 
 
 def _encode_blocks(points: Sequence[dict[str, Any]]) -> Iterator[bytes]:

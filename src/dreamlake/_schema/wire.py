@@ -28,10 +28,15 @@ DEV_JWT_SECRET = "your-secret-key-change-this-in-production"
 
 
 class TrackPoints(msgspec.Struct, forbid_unknown_fields=True):
-    """One track's points in a bulk batch, with the track's descriptive fields (None keeps them)."""
+    """One track's points in a bulk batch, with the track's descriptive fields (None keeps them).
+
+    The points come either as ``points`` (objects) or, as the SDK sends them, as ``lines``: JSON
+    lines, one object per point, non-finite floats tagged, which the server stores as they are.
+    """
 
     name: str
-    points: list[dict[str, Any]]
+    points: list[dict[str, Any]] = []
+    lines: bytes = b""
     description: str | None = None
     tags: list[str] | None = None
     metadata: dict[str, Any] | None = None

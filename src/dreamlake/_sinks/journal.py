@@ -156,7 +156,7 @@ class Journal:
             entry.sealed = True
         else:
             entry.records.append((offset, length))
-            entry.points += len(payload["points"]) if kind is Kind.TRACK else 0
+            entry.points += _points_in(payload) if kind is Kind.TRACK else 0
             entry.logs += len(payload) if kind is Kind.LOGS else 0
 
     def _append(self, kind: Kind, group: int | None, payload: Any) -> None:
@@ -237,6 +237,12 @@ class Journal:
             self.path.unlink(missing_ok=True)
         os.close(self._fd)  # releases the lock
         self._fd = -1
+
+
+def _points_in(track: dict[str, Any]) -> int:
+    """The points of a TRACK payload: JSON lines, one per point."""
+    lines: bytes = track["lines"]
+    return lines.count(b"\n")
 
 
 def find_journals(root: Path) -> list[Path]:

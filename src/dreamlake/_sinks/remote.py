@@ -25,6 +25,7 @@ import httpx
 import msgspec
 
 from .._disk.filestore import check_download, download_target
+from .._disk.jsonl import encode_points
 from .._exceptions import ConfigError
 from .._schema.levels import LEVEL, MESSAGE, TIMESTAMP
 from .base import FileRequest, Sink, TrackSpec
@@ -181,12 +182,16 @@ class RemoteSink(Sink):
 
     async def write_track(self, spec: TrackSpec, points: Sequence[dict[str, Any]]) -> None:
         await self._room()
-        record: dict[str, Any] = {"name": spec.name, "points": list(points)}
+        await _in_thread(self._journal_track, spec, points)
+
+    def _journal_track(self, spec: TrackSpec, points: Sequence[dict[str, Any]]) -> None:
+        # JSON lines, as the server stores them: it checks them but never decodes and re-encodes them.
+        record: dict[str, Any] = {"name": spec.name, "lines": encode_points(points)}
         for key in ("description", "tags", "metadata"):
             value = getattr(spec, key)
             if value is not None:
                 record[key] = value
-        await _in_thread(self.journal.add, Kind.TRACK, record)
+        self.journal.add(Kind.TRACK, record)
 
     async def write_logs(self, entries: Sequence[dict[str, Any]]) -> None:
         await self._room()

@@ -24,7 +24,7 @@ from .._schema.wire import BulkBatch
 from .errors import ApiError
 from .hot.base import Ingest, TrackWrite
 from .http import json_response, read_body, server_of, session_of
-from .points import to_blobs
+from .points import check_lines, lines_to_blobs, to_blobs
 from .store import ingest
 
 _MSGPACK = msgspec.msgpack.Decoder(BulkBatch)
@@ -57,15 +57,15 @@ async def post_batch(request: Request) -> Response:
             "a track holds more recent points than the hot tier keeps; retry shortly",
             {"Retry-After": "1"},
         )
-    points = sum(len(t.points) for t in batch.tracks)
+    points = sum(len(t.points) + t.lines.count(b"\n") for t in batch.tracks)
     if points > server.config.max_points:
         raise ApiError(413, "too many points", f"at most {server.config.max_points} points per request")
     result = await ingest(server, session, key, _checked(batch))
     doc: dict[str, Any] = {
         "repeat": result.repeat,
         "tracks": [
-            {"name": t.name, "trackId": track_id, "startIndex": start, "count": len(t.points)}
-            for t, (track_id, start, _total) in zip(batch.tracks, result.tracks, strict=True)
+            {"name": t.name, "trackId": track_id, "startIndex": start, "count": total - start}
+            for t, (track_id, start, total) in zip(batch.tracks, result.tracks, strict=True)
         ],
         "logs": {"startSequence": result.log_start, "count": result.log_end - result.log_start},
         "parametersVersion": result.parameters_version,
@@ -78,9 +78,14 @@ def _checked(batch: BulkBatch) -> Ingest:
     out = Ingest()
     try:
         for t in batch.tracks:
-            out.tracks.append(
-                TrackWrite(check_track_name(t.name), to_blobs(t.points), t.description, t.tags, t.metadata)
-            )
+            if t.points and t.lines:
+                raise ApiError(422, "invalid batch", f"track {t.name!r}: send points or lines, not both")
+            try:
+                check_lines(t.lines)
+            except ValueError as exc:
+                raise ApiError(422, "invalid points", f"track {t.name!r}: {exc}") from None
+            blobs = lines_to_blobs(t.lines) if t.lines else to_blobs(t.points)
+            out.tracks.append(TrackWrite(check_track_name(t.name), blobs, t.description, t.tags, t.metadata))
         for entry in batch.logs:
             stamp = entry.timestamp if isinstance(entry.timestamp, str) else utc_iso(entry.timestamp)
             log: dict[str, Any] = {

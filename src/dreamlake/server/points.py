@@ -21,8 +21,8 @@ import anyio
 import msgspec
 import zstandard
 
-from .._disk.jsonl import frame_lines
-from .._schema.values import tag_nonfinite, untag_nonfinite
+from .._disk.jsonl import encode_points, frame_lines
+from .._schema.values import untag_nonfinite
 from .cold.base import ColdTier
 from .hot.base import Batch, HotTier, TrackRecord
 
@@ -33,23 +33,39 @@ _ZSTD_LEVEL = 3
 _JSON = msgspec.json.Encoder()
 _HEADER = msgspec.json.Decoder()
 _LINES = msgspec.json.Decoder(list[dict[str, Any]])
-
-
-def encode_points(points: Sequence[dict[str, Any]]) -> bytes:
-    """Points as JSON lines; non-finite floats tagged (msgspec writes them as null, so only a batch
-    holding a null can hold one)."""
-    blob = _JSON.encode_lines(points)
-    if b"null" in blob:
-        blob = _JSON.encode_lines([tag_nonfinite(p) for p in points])
-    return blob
+_RAW_LIST = msgspec.json.Decoder(list[msgspec.Raw])
 
 
 def to_blobs(points: Sequence[dict[str, Any]]) -> list[tuple[int, bytes]]:
     """Points as hot-tier records of at most ``HOT_BATCH`` points each."""
+    return lines_to_blobs(encode_points(points))
+
+
+def lines_to_blobs(lines: bytes) -> list[tuple[int, bytes]]:
+    """JSON lines (each ending in a newline) as hot-tier records of at most ``HOT_BATCH`` lines."""
+    parts = lines.split(b"\n")
+    parts.pop()  # after the last newline
     return [
-        (len(points[i : i + HOT_BATCH]), encode_points(points[i : i + HOT_BATCH]))
-        for i in range(0, len(points), HOT_BATCH)
+        (len(parts[i : i + HOT_BATCH]), b"\n".join(parts[i : i + HOT_BATCH]) + b"\n")
+        for i in range(0, len(parts), HOT_BATCH)
     ]
+
+
+def check_lines(lines: bytes) -> int:
+    """The number of points in ``lines``; ``ValueError`` unless each line is one JSON object and the
+    last ends in a newline (checked without building the points)."""
+    if not lines:
+        return 0
+    if not lines.endswith(b"\n"):
+        raise ValueError("lines must end with a newline")
+    try:
+        values = _RAW_LIST.decode(b"[" + lines[:-1].replace(b"\n", b",") + b"]")
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"lines are not JSON: {exc}") from None
+    count = lines.count(b"\n")  # raw newlines end lines: JSON strings cannot hold one
+    if len(values) != count or lines[:1] != b"{" or lines.count(b"\n{") != count - 1:
+        raise ValueError("each line must hold one JSON object")
+    return count
 
 
 def decode_lines(lines: Sequence[bytes]) -> list[Any]:
