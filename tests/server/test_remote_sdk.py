@@ -247,3 +247,26 @@ def test_a_new_run_first_sends_what_a_killed_run_left(tmp_path: Path) -> None:
         points = server_points(server, token, "resume", "t")
     assert [p["data"]["i"] for p in points] == list(range(1010))
     assert journals(root) == []
+
+
+TRICKY = ["train/loss", "a%b", "a/../b", "ünï cødé", "with space", "what?", "#hash", ".logs", "a%2Fb", "a/b"]
+
+
+@pytest.mark.parametrize("hybrid", [False, True])
+def test_track_names_with_slashes_and_friends(
+    server: ServerProcess, token: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hybrid: bool
+) -> None:
+    monkeypatch.setenv("DREAMLAKE_LOCAL_PATH", str(tmp_path))
+    name = f"names-{hybrid}"
+    local = {"local_path": tmp_path} if hybrid else {}
+    with Session(name, WS, remote=server.url, api_key=token, **local) as s:
+        for k, track in enumerate(TRICKY):
+            s.track(track).append(k=k)
+        assert sorted(t["name"] for t in s.tracks()) == sorted(TRICKY)
+        for k, track in enumerate(TRICKY):
+            assert s.track(track).read()["data"] == [{"index": 0, "data": {"k": k}}]
+            assert s.track(track).stats()["name"] == track
+    if hybrid:  # the local copy keeps them flat under tracks/, escaped
+        tracks = tmp_path / WS / name / "tracks"
+        assert len(list(tracks.iterdir())) == len(TRICKY)
+        assert all(p.parent.parent == tracks for p in tracks.rglob("data.jsonl"))
