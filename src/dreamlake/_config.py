@@ -38,6 +38,11 @@ class AgentConfig:
             machine crash what the OS had not written yet. ``"flush"``: every flush also fsyncs
             (files and their directories), so a machine crash loses no more than kill -9 does.
             ``"sync"``: every ``append``/``log``/``set`` returns only once it is fsynced; slow.
+            In remote mode the levels apply to the journal, and ``"sync"`` returns once the
+            server has acknowledged the call.
+        max_journal: Remote mode: bytes of unacknowledged batches kept in the local journal while
+            the server is slow or down; past it the agent's writes wait, so the queue fills and
+            ``on_full`` applies.
     """
 
     max_queue: int = 500_000
@@ -46,6 +51,7 @@ class AgentConfig:
     flush_interval: float = 1.0
     close_timeout: float = 60.0
     durability: Durability = "buffered"
+    max_journal: int = 1024**3  # bytes of unacknowledged batches a remote session keeps on disk
 
     def __post_init__(self) -> None:
         if self.on_full not in ON_FULL_POLICIES:
@@ -54,7 +60,7 @@ class AgentConfig:
             raise ConfigError(
                 f"durability must be one of {DURABILITY_LEVELS}, got {self.durability!r}"
             )
-        for name in ("max_queue", "batch_size"):
+        for name in ("max_queue", "batch_size", "max_journal"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive int, got {value!r}")

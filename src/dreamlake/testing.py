@@ -236,6 +236,9 @@ class _Wrapped(Sink):
     async def flushed(self) -> None:
         await self.real.flushed()
 
+    def closing(self) -> None:
+        self.real.closing()
+
     async def drain(self) -> None:
         await self.real.drain()
 

@@ -4,6 +4,7 @@ reads see what was appended, a dead server never hangs close(), ``dreamlake sync
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 import warnings
@@ -270,3 +271,107 @@ def test_track_names_with_slashes_and_friends(
         tracks = tmp_path / WS / name / "tracks"
         assert len(list(tracks.iterdir())) == len(TRICKY)
         assert all(p.parent.parent == tracks for p in tracks.rglob("data.jsonl"))
+
+
+def test_environment_gives_remote_and_token(
+    server: ServerProcess, token: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DREAMLAKE_REMOTE", server.url)
+    monkeypatch.setenv("DREAMLAKE_API_KEY", token)
+    monkeypatch.setenv("DREAMLAKE_LOCAL_PATH", str(tmp_path))
+    with Session("from-env", WS) as s:
+        assert s.remote == server.url
+        s.track("t").append(v=1)
+    assert [p["data"] for p in server_points(server, token, "from-env", "t")] == [{"v": 1}]
+    with Session("local-wins", WS, local_path=tmp_path / "local") as s:  # local_path: not remote
+        assert s.remote is None
+
+
+def test_sync_durability_returns_once_the_server_has_it(
+    server: ServerProcess, token: str, tmp_path: Path
+) -> None:
+    with Session(
+        "sync-dur", WS, remote=server.url, api_key=token, local_path=tmp_path, durability="sync"
+    ) as s:
+        track = s.track("t")
+        for i in range(5):
+            track.append(i=i)  # returns once acknowledged: the server has it now, no flush needed
+            assert [p["data"]["i"] for p in server_points(server, token, "sync-dur", "t")] == list(
+                range(i + 1)
+            )
+
+
+def test_the_journal_bound_makes_on_full_apply_and_close_keeps_the_rest(tmp_path: Path) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    s = Session(
+        "bounded",
+        WS,
+        remote=dead,
+        api_key="dl_unused",
+        local_path=tmp_path,
+        max_journal=10_000,
+        max_queue=1000,
+        batch_size=100,
+        on_full="drop_newest",
+    ).open()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the dead server, the drops, what close() leaves
+        appended = 0
+        while s.agent_stats()["dropped"] == 0:  # the journal is full, then the queue: drops begin
+            s.track("t").append(i=appended, pad="x" * 20)
+            appended += 1
+        (journal,) = journals(tmp_path)
+        assert journal.stat().st_size < 10_000 + 10_000  # the bound, plus at most one batch over it
+        s.close(timeout=5)
+    dropped = s.agent_stats()["dropped"]
+    unsent = s.agent_stats()["unsentPoints"]
+    assert unsent == appended - dropped  # everything accepted went to the journal at close
+
+
+SEED = """
+import os, sys
+from dreamlake import Session
+kw = dict(remote=sys.argv[1], api_key=sys.argv[2])
+if sys.argv[3] != "-":
+    kw["local_path"] = sys.argv[3]
+with Session(name=sys.argv[4], workspace="ws", **kw) as session:
+    session.track("train_loss").append(value=0.5, epoch=1)
+    session.track("accuracy").append(value=0.85, step=100, epoch=1)
+    session.track("metrics").append(loss=0.5, accuracy=0.85, learning_rate=0.001, epoch=1)
+    result = session.track("train_loss").append_batch([
+        {"value": 0.5, "step": 1, "epoch": 1},
+        {"value": 0.45, "step": 2, "epoch": 1},
+    ])
+    assert result["count"] == 2, result
+    for i in range(100):
+        session.track("loss").append(value=1.0 / (i + 1), step=i)
+    result = session.track("loss").read(start_index=0, limit=10)
+    assert [p["index"] for p in result["data"]] == list(range(10)), result
+    session.parameters().set(learning_rate=0.001, batch_size=32)
+    session.log("Starting training")
+    stats = session.track("loss").stats()
+    assert stats["totalDataPoints"] == 100, stats
+    names = {t["name"] for t in session.track("loss").list_all()}
+    assert names == {"train_loss", "accuracy", "metrics", "loss"}, names
+print("ok")
+"""
+
+
+@pytest.mark.parametrize("hybrid", [False, True])
+def test_the_docs_examples_in_remote_and_hybrid_mode(
+    server: ServerProcess, token: str, tmp_path: Path, hybrid: bool
+) -> None:
+    local = str(tmp_path / "local") if hybrid else "-"
+    env = {**os.environ, "DREAMLAKE_LOCAL_PATH": str(tmp_path / "journal")}
+    done = subprocess.run(
+        [sys.executable, "-c", SEED, server.url, token, local, f"seed-{hybrid}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+    assert [p["data"]["step"] for p in server_points(server, token, f"seed-{hybrid}", "loss")][-100:] == list(
+        range(100)
+    )

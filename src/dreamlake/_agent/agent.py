@@ -102,6 +102,7 @@ class Agent:
         """Write everything, close the sink (which may send for ``budget`` more seconds) and
         end :meth:`run`."""
         deadline = None if budget is None else time.monotonic() + budget
+        self.sink.closing()  # nothing accepted waits on a bound now: it all goes to the sink
         self._stopping = True
         self._wakeup.set()
         await self._done.wait()

@@ -69,6 +69,7 @@ class SessionCore(LogCore):
         flush_interval: float | None = None,
         close_timeout: float | None = None,
         durability: Durability | None = None,
+        max_journal: int | None = None,
     ) -> None:
         self.name = check_name("session", name)
         self.workspace = check_name("workspace", workspace)
@@ -93,6 +94,7 @@ class SessionCore(LogCore):
                 "flush_interval": flush_interval,
                 "close_timeout": close_timeout,
                 "durability": durability,
+                "max_journal": max_journal,
             }
         )
         root = local_path or os.environ.get("DREAMLAKE_LOCAL_PATH") or DEFAULT_LOCAL_PATH

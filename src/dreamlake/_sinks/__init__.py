@@ -50,7 +50,9 @@ def build_sink(
     from .hybrid import HybridSink
     from .remote import RemoteSink
 
-    sink = RemoteSink(remote, api_key or "", workspace, session, local_path, fsync=fsync)
+    sink = RemoteSink(
+        remote, api_key or "", workspace, session, local_path, fsync=fsync, journal_bytes=config.max_journal
+    )
     if hybrid:
         return HybridSink(LocalSink(local_path, workspace, session, fsync=fsync), sink)
     return sink

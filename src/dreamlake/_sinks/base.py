@@ -104,6 +104,11 @@ class Sink(abc.ABC):
         """The agent's flush has handed over everything it took: what came since is one batch."""
         return None  # nothing to do for a sink that stores as it writes
 
+    def closing(self) -> None:
+        """The session is closing: what is handed over from now on is the last, so a bound that
+        would make it wait (a remote sink's journal) no longer applies."""
+        return None  # nothing to do for a sink that stores as it writes
+
     async def drain(self) -> None:
         """Wait until everything handed over is stored for good (e.g. acknowledged by a server)."""
         return None  # nothing to do for a sink that stores as it writes

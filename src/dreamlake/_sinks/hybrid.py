@@ -41,6 +41,9 @@ class HybridSink(Sink):
     async def flushed(self) -> None:
         await self.remote.flushed()
 
+    def closing(self) -> None:
+        self.remote.closing()
+
     async def drain(self) -> None:
         await self.remote.drain()
 

@@ -68,6 +68,7 @@ class RemoteSink(Sink):
         self._progress = anyio.Event()  # set whenever a group is acknowledged or refused
         self._refused: list[str] = []
         self._token_error: TokenRejected | None = None
+        self._closing = False
         self._warned = False
 
     async def open(self) -> None:
@@ -207,9 +208,14 @@ class RemoteSink(Sink):
         await _in_thread(self.journal.add, Kind.PARAMS, list(deltas))
 
     async def _room(self) -> None:
-        # Past the bound the agent's write waits, so the queue fills and on_full applies.
-        while self.journal.size > self._journal_bytes and self.journal.sendable():
+        # Past the bound the agent's write waits, so the queue fills and on_full applies; at close
+        # the bound is lifted, so what was accepted reaches the journal rather than being lost.
+        while self.journal.size > self._journal_bytes and self.journal.sendable() and not self._closing:
             await self._progress.wait()
+
+    def closing(self) -> None:
+        self._closing = True
+        self._signal_progress()
 
     async def flushed(self) -> None:
         self.journal.seal()
