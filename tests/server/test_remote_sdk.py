@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import subprocess
 import sys
 import warnings
@@ -161,6 +162,9 @@ def test_dead_server_then_sync_sends_everything_once(tmp_path: Path) -> None:
     assert journals(tmp_path / "root") == []
 
 
+N_RESTART = 300_000
+
+
 def test_server_restarts_mid_run_and_nothing_is_lost_or_doubled(tmp_path: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -178,16 +182,18 @@ def test_server_restarts_mid_run_and_nothing_is_lost_or_doubled(tmp_path: Path) 
             flush_interval=0.05,
         ) as s:
             track = s.track("t")
-            for i in range(30_000):
+            seed = random.randrange(1 << 30)
+            kills = set(random.Random(seed).sample(range(1, N_RESTART), 3))  # kill -9 at random moments
+            for i in range(N_RESTART):
                 track.append(i=i)
-                if i in (10_000, 20_000):
-                    server.kill()  # kill -9, mid-run
+                if i in kills:
+                    server.kill()
                     server = ServerProcess(data, port=port)
         points = server_points(server, token, "restart", "t")
     finally:
         server.kill()
-    assert [p["index"] for p in points] == list(range(30_000))
-    assert [p["data"]["i"] for p in points] == list(range(30_000))
+    assert [p["index"] for p in points] == list(range(N_RESTART)), f"seed {seed}"
+    assert [p["data"]["i"] for p in points] == list(range(N_RESTART)), f"seed {seed}"
 
 
 @pytest.mark.parametrize("backend", ["asyncio", "trio"])
