@@ -14,13 +14,14 @@ import logging
 import anyio
 
 from .cold.base import ColdTier
-from .hot.base import HotTier, TrackRecord
+from .hot.base import Batch, HotTier, TrackRecord
 from .points import build_chunk, chunk_key
 
 log = logging.getLogger("dreamlake.server")
 
 _TRACKS_PER_PASS = 100
 _CHUNKS_PER_STEP = 16  # chunks recorded per hot-tier write
+_PARALLEL_CHUNKS = 4  # chunks built and stored at once
 
 
 class Archiver:
@@ -39,6 +40,7 @@ class Archiver:
         self.backlogged: set[tuple[str, str]] = set()
         self._chunked: dict[str, int] = {}  # track id -> archived points, as last seen
         self._wake = anyio.Event()
+        self._workers = anyio.CapacityLimiter(_PARALLEL_CHUNKS)
         self.chunks_written = 0
         self.failures = 0
 
@@ -83,11 +85,17 @@ class Archiver:
         count = min((track.total - track.chunked) // self._size, _CHUNKS_PER_STEP)
         first, end = first_chunk * self._size, (first_chunk + count) * self._size
         batches = await self._hot.read_batches(track.id, first, end)
-        for k in range(first_chunk, first_chunk + count):
-            blob = await anyio.to_thread.run_sync(build_chunk, k * self._size, self._size, batches)
-            if blob is None:
-                return 0  # another server archived it meanwhile: its record says so
-            await self._cold.put(chunk_key(track.id, k), blob)
+        written: list[int] = []
+        failed: list[Exception] = []
+        # Chunks are built and stored side by side: compression and the cold tier's fsyncs (or
+        # uploads) wait outside the GIL, so one chunk's wait is another's work.
+        async with anyio.create_task_group() as tg:
+            for k in range(first_chunk, first_chunk + count):
+                tg.start_soon(self._put_chunk, track.id, k, batches, written, failed)
+        if failed:
+            raise failed[0]  # the tier is down: the run loop reports it and tries again later
+        if len(written) < count:
+            return 0  # another server archived them meanwhile: its record says so
         if not await self._hot.chunk_archived(track.id, first_chunk, self._size, count):
             return 0
         self._chunked[track.id] = end
@@ -95,3 +103,15 @@ class Archiver:
             self.backlogged.discard((track.session_id, track.name))
         self.chunks_written += count
         return count
+
+    async def _put_chunk(
+        self, track_id: str, chunk: int, batches: list[Batch], written: list[int], failed: list[Exception]
+    ) -> None:
+        try:
+            async with self._workers:
+                blob = await anyio.to_thread.run_sync(build_chunk, chunk * self._size, self._size, batches)
+                if blob is not None:
+                    await self._cold.put(chunk_key(track_id, chunk), blob)
+                    written.append(chunk)
+        except Exception as exc:
+            failed.append(exc)
