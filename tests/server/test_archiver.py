@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 import pytest
 import pytest_asyncio
 
@@ -97,3 +98,22 @@ async def test_a_write_past_the_bound_holds_the_track_back_at_once(
     assert archiver.backlogged == set()
     archiver.ingested("s", "t", "track-id", 2 * SIZE + 1)
     assert archiver.backlogged == {("s", "t")}
+
+
+async def test_a_write_to_a_backlogged_track_waits_for_the_archiver(
+    hot: SQLiteHotTier, tmp_path: Path
+) -> None:
+    sid = await fill(hot, 1000, 250)
+    broken = Archiver(hot, BrokenCold(tmp_path / "broken"), SIZE, 0.1, max_buffered=5 * SIZE)
+    with pytest.raises(OSError, match="down"):
+        await broken.archive_once()
+    assert not await broken.room([(sid, "t")], patience=0.2)  # no progress: refused (503)
+    assert await broken.room([(sid, "other")], patience=0.2)  # other tracks are not held back
+    cold = DirectoryColdTier(tmp_path / "cold")
+    await cold.start()
+    healthy = Archiver(hot, cold, SIZE, 0.1, max_buffered=5 * SIZE)
+    healthy.backlogged = {(sid, "t")}
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(healthy.run)
+        assert await healthy.room([(sid, "t")], patience=30)  # admitted once the archiver caught up
+        tg.cancel_scope.cancel()

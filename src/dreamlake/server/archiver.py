@@ -22,6 +22,7 @@ log = logging.getLogger("dreamlake.server")
 _TRACKS_PER_PASS = 100
 _CHUNKS_PER_STEP = 16  # chunks recorded per hot-tier write
 _PARALLEL_CHUNKS = 4  # chunks built and stored at once
+_PATIENCE = 2.0  # seconds a write to a backlogged track waits for the archiver before a 503
 
 
 class Archiver:
@@ -40,6 +41,7 @@ class Archiver:
         self.backlogged: set[tuple[str, str]] = set()
         self._chunked: dict[str, int] = {}  # track id -> archived points, as last seen
         self._wake = anyio.Event()
+        self._progress = anyio.Event()  # set after each archiving step
         self._workers = anyio.CapacityLimiter(_PARALLEL_CHUNKS)
         self.chunks_written = 0
         self.failures = 0
@@ -52,6 +54,16 @@ class Archiver:
             self._wake.set()
         if buffered > self._max_buffered:
             self.backlogged.add((session_id, name))
+
+    async def room(self, tracks: list[tuple[str, str]], patience: float = _PATIENCE) -> bool:
+        """Whether these ``(session id, name)`` tracks may take more points, waiting up to
+        ``patience`` seconds for the archiver to bring a backlogged one back under the bound (a short
+        wait smooths the flow; a refusal makes the client wait ``Retry-After`` seconds)."""
+        with anyio.move_on_after(patience):
+            while any(track in self.backlogged for track in tracks):
+                self._wake.set()
+                await self._progress.wait()
+        return not any(track in self.backlogged for track in tracks)
 
     async def run(self) -> None:
         """Archive until cancelled; a cancellation lands between steps, never inside a tier write."""
@@ -101,6 +113,8 @@ class Archiver:
         self._chunked[track.id] = end
         if track.total - end <= self._max_buffered:
             self.backlogged.discard((track.session_id, track.name))
+        self._progress.set()
+        self._progress = anyio.Event()
         self.chunks_written += count
         return count
 

@@ -50,7 +50,7 @@ async def post_batch(request: Request) -> Response:
     except msgspec.DecodeError as exc:
         raise ApiError(400, "malformed body", str(exc)) from None
     server = server_of(request)
-    if any((session.id, t.name) in server.archiver.backlogged for t in batch.tracks):
+    if not await server.archiver.room([(session.id, t.name) for t in batch.tracks]):
         raise ApiError(
             503,
             "archiver behind",
