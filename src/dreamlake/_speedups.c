@@ -1,4 +1,4 @@
-/* The hot path of Track.append in C: the same logic as _hotpath.py's Python twin.
+/* The hot path of Track.append in C: the same logic as _agent/hotpath.py's Python twin.
  *
  * A Python method taking **kwargs spends about as long checking two values as the bare loop it is
  * compared with spends building its dict; here the check is a pointer comparison per field.

@@ -4,7 +4,7 @@ queue of each track (``Fifo``), and the framing of encoded points as numbered JS
 
 ``Gate`` holds one session's queue counters: tickets handed out, points ``taken`` out of memory, and
 the ``threshold`` below which ``ticket - taken`` sends a point straight to its track's deque (see
-``_queue.py``). ``TrackCore.append`` checks each field against the JSON scalar types (anything else
+``_agent/queue.py``). ``TrackCore.append`` checks each field against the JSON scalar types (anything else
 goes through ``normalize``, which copies or raises), takes a ticket, and either appends to the deque
 or calls the queue's slow path ``admit(fields, ticket)``.
 """

@@ -3,7 +3,7 @@
 Each track has its own deque (no re-grouping later); one :class:`Gate` bounds them all. A point's
 ticket is the number of points admitted before it; ``gate.taken`` counts the points that have left
 (written, dropped or refused). ``ticket - taken`` is therefore what is held in memory, queued or
-in flight, and the hot path (``_hotpath.py``) compares it with ``gate.threshold`` without a lock::
+in flight, and the hot path (``_agent/hotpath.py``) compares it with ``gate.threshold`` without a lock::
 
     ticket = gate.next_ticket()
     if ticket - gate.taken < gate.threshold:     # the common case: no lock, no wake-up

@@ -19,7 +19,7 @@ _ENCODER = msgspec.json.Encoder()
 def write_json_atomic(path: Path, obj: Any, fsync: bool = False) -> None:
     """Write ``obj`` as indented JSON to a temporary file beside ``path``, then rename it over.
 
-    NaN and ±Infinity are written in their tagged form (``_values.py``): strict JSON, not ``null``.
+    NaN and ±Infinity are written in their tagged form (``_schema/values.py``): strict JSON, not ``null``.
     """
     write_bytes_atomic(path, msgspec.json.format(_ENCODER.encode(tag_nonfinite(obj)), indent=2), fsync)
 

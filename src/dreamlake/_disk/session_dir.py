@@ -4,10 +4,10 @@
 <root>/<workspace>/<session>/
   session.json                    name, workspace, description, tags, folder, metadata, write_protected
   parameters.json                 {"version", "data": {flat keys}, "updatedAt"}, merged under a file lock
-  logs/logs.jsonl                 numbered like a track (see _jsonl.py); logs/.log_sequence for 0.2.x
-  tracks/<track>/data.jsonl       (see _jsonl.py); <track> is the escaped name (names.track_dirname)
+  logs/logs.jsonl                 numbered like a track (see jsonl.py); logs/.log_sequence for 0.2.x
+  tracks/<track>/data.jsonl       (see jsonl.py); <track> is the escaped name (names.track_dirname)
   tracks/<track>/metadata.json    replaced atomically after every append, so it is in step with the data
-  files/                          (see _filestore.py)
+  files/                          (see filestore.py)
 ```
 """
 

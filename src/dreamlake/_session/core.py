@@ -2,7 +2,7 @@
 state, the queue, the track buffers, the slow path of ``log()``, and why a call is refused.
 
 ``log()`` is a hot path, queued like a track's ``append``: its common case is ``LogCore.log`` (C, in
-``_hotpath.py``), everything else is :meth:`SessionCore._log_slow`. Both return what the queue's
+``_agent/hotpath.py``), everything else is :meth:`SessionCore._log_slow`. Both return what the queue's
 admit returns: ``None`` for the synchronous face, something to await for the asynchronous one.
 """
 

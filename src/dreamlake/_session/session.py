@@ -1,9 +1,9 @@
 """``Session``: the synchronous face of the agent, and the ``@dreamlake_session`` decorator.
 
-The agent runs on an event loop in a background thread (``_runner.py``); this face reaches it
-through a blocking portal. What both faces share is in ``_session_core.py``; the handles are in
-their own modules: ``track()`` in ``_track.py``, ``parameters()`` in ``_params.py``, ``file()`` in
-``_files.py``, and the builder ``log()`` returns in ``_logs.py``.
+The agent runs on an event loop in a background thread (``_agent/hosts.py``); this face reaches it
+through a blocking portal. What both faces share is in ``core.py``; the handles are in
+their own modules: ``track()`` in ``track.py``, ``parameters()`` in ``params.py``, ``file()`` in
+``files.py``, and the builder ``log()`` returns in ``logs.py``.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The track handles: ``session.track(name)`` of a ``Session`` (:class:`Track`) or an
-``AsyncSession`` (:class:`AsyncTrack`). Their ``append`` is the hot path (C, in ``_hotpath.py``)."""
+``AsyncSession`` (:class:`AsyncTrack`). Their ``append`` is the hot path (C, in ``_agent/hotpath.py``)."""
 
 from __future__ import annotations
 
