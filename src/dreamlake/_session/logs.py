@@ -1,5 +1,5 @@
 """Log levels, the 0.2.x fluent ``session.log(metadata=...).info(...)`` builder, and the bridge from
-the standard ``logging`` module. ``Session.log`` itself (the hot path) is in ``_session.py``; the
+the standard ``logging`` module. ``Session.log`` itself (the hot path) is in ``core.py`` (its slow path) and C (``LogCore``); the
 entries it queues are written to ``logs/logs.jsonl`` by the agent (see ``_jsonl.encode_log_lines``).
 """
 
