@@ -1,6 +1,7 @@
 """Log levels, the 0.2.x fluent ``session.log(metadata=...).info(...)`` builder, and the bridge from
-the standard ``logging`` module. ``Session.log`` itself (the hot path) is in ``core.py`` (its slow path) and C (``LogCore``); the
-entries it queues are written to ``logs/logs.jsonl`` by the agent (see ``_jsonl.encode_log_lines``).
+the standard ``logging`` module. ``Session.log`` itself (the hot path) is ``LogCore`` in C, with its
+slow path in ``core.py``; the agent writes the entries it queues to ``logs/logs.jsonl`` (see
+``_disk/jsonl.encode_log_lines``).
 """
 
 from __future__ import annotations
