@@ -46,7 +46,8 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from bench_core import machine_facts, ns
+from _harness import ns
+from bench_core import machine_facts
 from dreamlake import AsyncSession, Session
 
 LAZY = {"flush_interval": 3600.0}

@@ -67,12 +67,9 @@ from __future__ import annotations
 import argparse
 import gc
 import hashlib
-import importlib.metadata
 import json
 import math
 import os
-import platform
-import resource
 import shlex
 import shutil
 import statistics
@@ -88,12 +85,28 @@ from typing import Any
 import psutil  # type: ignore[import-untyped,unused-ignore]
 
 import dreamlake
+from _harness import (
+    Row,
+    apply_defaults,
+    clean_env,
+    dist_version,
+    drop_dreamlake_env,
+    fmt,
+    markdown,
+    mb,
+    ns,
+    peak_rss,
+    platform_facts,
+    platform_line,
+    reset_peak_rss,
+    row,
+    rss,
+)
 from dreamlake import FlushTimeoutError, Session, Track
 
 perf_counter_ns = time.perf_counter_ns
 WORKSPACE = "bench"
 TRACK = "loss"
-Row = dict[str, Any]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -104,47 +117,6 @@ def p99(samples: Sequence[int]) -> int:
     """Nearest-rank 99th percentile."""
     ordered = sorted(samples)
     return ordered[max(0, math.ceil(0.99 * len(ordered)) - 1)]
-
-
-def rss() -> int:
-    return int(psutil.Process().memory_info().rss)
-
-
-def peak_rss() -> int:
-    """Peak RSS of this process's address space.
-
-    Linux: ``VmHWM`` from ``/proc/self/status``, which ``reset_peak_rss`` can reset. Not
-    ``getrusage().ru_maxrss``: that one also keeps the high-water mark of the address space a
-    process had before ``exec``, i.e. of the forked parent, and ``clear_refs`` does not reset it.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-
-
-def reset_peak_rss() -> int:
-    """Reset the process's peak RSS to its current RSS (Linux ``clear_refs``); return the RSS now.
-
-    Without the reset (other systems), the peak may include earlier transients such as imports.
-    """
-    gc.collect()
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
-    return rss()
-
-
-def mb(nbytes: float) -> str:
-    return f"{nbytes / 2**20:,.1f} MB"
-
-
-def ns(value: float) -> str:
-    return f"{value:,.0f} ns" if value < 10_000 else f"{value / 1000:,.1f} us"
 
 
 def timer_overhead_ns(n: int = 200_000) -> float:
@@ -181,7 +153,7 @@ def verify_jsonl(path: Path, n: int) -> dict[str, Any]:
 
 def run_child(mode: str, directory: Path, *extra: str) -> dict[str, Any]:
     """Run this script in ``--child`` mode in a fresh interpreter; return its JSON result."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DREAMLAKE_")}
+    env = clean_env()
     cmd = [sys.executable, __file__, "--child", mode, "--child-dir", str(directory), *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False)
     if proc.returncode != 0:
@@ -578,14 +550,6 @@ def bench_tail_read(root: Path, big_n: int, small_n: int, reads: int) -> dict[st
 
 
 def machine_facts() -> dict[str, Any]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     try:
         clocksource = Path(
             "/sys/devices/system/clocksource/clocksource0/current_clocksource"
@@ -597,49 +561,16 @@ def machine_facts() -> dict[str, Any]:
     for source in sorted(package.glob("*.py")):
         digest.update(source.name.encode() + b"\0" + source.read_bytes())
     return {
-        "python": sys.version.split()[0],
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cpu_model": model,
+        **platform_facts(),
         "memory": mb(psutil.virtual_memory().total),
         "clocksource": clocksource,
         "timer_overhead_ns": timer_overhead_ns(),
         "dreamlake": dreamlake.__version__,
         "dreamlake_path": str(package),
         "dreamlake_sources_sha256": digest.hexdigest()[:16],
-        "msgspec": _version("msgspec"),
-        "anyio": _version("anyio"),
+        "msgspec": dist_version("msgspec"),
+        "anyio": dist_version("anyio"),
     }
-
-
-def _version(distribution: str) -> str:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return "?"
-
-
-def row(measure: str, dl: str, base: str, ratio: float | None, bar: str, ok: bool | None) -> Row:
-    return {
-        "measure": measure,
-        "dreamlake": dl,
-        "baseline": base,
-        "ratio": None if ratio is None else round(ratio, 3),
-        "bar": bar,
-        "ok": ok,
-    }
-
-
-def markdown(rows: list[Row]) -> str:
-    head = ["measure", "dreamlake", "baseline", "ratio", "bar", "ok"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    for r in rows:
-        ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.2f}x"
-        ok = "n/a" if r["ok"] is None else ("yes" if r["ok"] else "**NO**")
-        lines.append(f"| {r['measure']} | {r['dreamlake']} | {r['baseline']} | {ratio} | {r['bar']} | {ok} |")
-    return "\n".join(lines)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -672,9 +603,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "stall_points": 400_000 if quick else 2_000_000,
         "stall_max_queue": 50_000 if quick else 200_000,
     }
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    apply_defaults(args, defaults)
     return args
 
 
@@ -683,16 +612,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child:
         child_main(args)
         return 0
-    for key in [k for k in os.environ if k.startswith("DREAMLAKE_")]:
-        print(f"note: ignoring {key}={os.environ.pop(key)!r}")
+    drop_dreamlake_env()
 
     command = shlex.join([sys.executable, *sys.argv])
     facts = machine_facts()
     print(f"# dreamlake core benchmarks\n\ncommand: `{command}`\n")
     print(
-        f"python {facts['python']} ({facts['implementation']}) on {facts['platform']}; "
-        f"cpu_count {facts['cpu_count']} (affinity {facts['cpu_affinity']}), {facts['cpu_model']}; "
-        f"{facts['memory']} RAM; clocksource {facts['clocksource']}; "
+        platform_line(facts)
+        + f"clocksource {facts['clocksource']}; "
         f"timer overhead {facts['timer_overhead_ns']:.0f} ns per perf_counter_ns pair; "
         f"dreamlake {facts['dreamlake']} (sources sha256 {facts['dreamlake_sources_sha256']}), "
         f"msgspec {facts['msgspec']}, anyio {facts['anyio']}\n",
@@ -818,15 +745,15 @@ def notes(args: argparse.Namespace, results: dict[str, Any], facts: dict[str, An
     ap = results["append"]
     out = ["Notes:"]
     out.append(
-        f"- append mean per round (ns), dreamlake: {_fmt(ap['per_round_mean_ns']['dreamlake'])}; "
-        f"baseline: {_fmt(ap['per_round_mean_ns']['baseline'])}; "
-        f"ratios {_fmt(ap['per_round_mean_ratio'], 2)} (the table has their median; "
+        f"- append mean per round (ns), dreamlake: {fmt(ap['per_round_mean_ns']['dreamlake'])}; "
+        f"baseline: {fmt(ap['per_round_mean_ns']['baseline'])}; "
+        f"ratios {fmt(ap['per_round_mean_ratio'], 2)} (the table has their median; "
         f"best round / best round {ap['min_mean_ratio']:.2f})"
     )
     out.append(
         f"- append p99 per round (ns, timer overhead ~{facts['timer_overhead_ns']:.0f} ns included), "
-        f"dreamlake: {_fmt(ap['per_round_p99_ns']['dreamlake'])}; "
-        f"baseline: {_fmt(ap['per_round_p99_ns']['baseline'])}"
+        f"dreamlake: {fmt(ap['per_round_p99_ns']['dreamlake'])}; "
+        f"baseline: {fmt(ap['per_round_p99_ns']['baseline'])}"
     )
     if ap["agent_flushes"] != ap["explicit_flushes"]:
         out.append(
@@ -837,9 +764,9 @@ def notes(args: argparse.Namespace, results: dict[str, Any], facts: dict[str, An
     runs = results["e2e"]["runs"]
     loop_us = statistics.median(r["append_loop_s"] for r in runs) / n * 1e6
     out.append(
-        f"- end to end per run (s): {_fmt([r['seconds'] for r in runs], 3)}, of which append loop "
-        f"{_fmt([r['append_loop_s'] for r in runs], 3)} and close() {_fmt([r['close_s'] for r in runs], 3)}; "
-        f"bare loop {_fmt([r['seconds'] for r in results['e2e']['bare']], 3)}. With the agent running, "
+        f"- end to end per run (s): {fmt([r['seconds'] for r in runs], 3)}, of which append loop "
+        f"{fmt([r['append_loop_s'] for r in runs], 3)} and close() {fmt([r['close_s'] for r in runs], 3)}; "
+        f"bare loop {fmt([r['seconds'] for r in results['e2e']['bare']], 3)}. With the agent running, "
         f"append() costs {loop_us * 1000:,.0f} ns per call (vs {ap['mean_ns']['dreamlake']:,.0f} ns "
         f"with the agent asleep). Agent options: {runs[0]['config']}"
     )
@@ -871,10 +798,6 @@ def notes(args: argparse.Namespace, results: dict[str, Any], facts: dict[str, An
         f"{st['close_s']:.2f} s and raised {st['close_error']!r}"
     )
     return "\n".join(out)
-
-
-def _fmt(values: Sequence[float], digits: int = 0) -> str:
-    return "[" + ", ".join(f"{v:,.{digits}f}" for v in values) + "]"
 
 
 if __name__ == "__main__":

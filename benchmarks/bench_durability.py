@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -30,6 +29,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from _harness import clean_env
 
 CHILD = """
 import json, sys, time
@@ -49,7 +50,7 @@ print(json.dumps({"seconds": elapsed, "lines": lines}))
 
 
 def run(root: Path, level: str, n: int) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DREAMLAKE_")}
+    env = clean_env()
     out = subprocess.run([sys.executable, "-c", CHILD, str(root), level, str(n)], env=env,
                          capture_output=True, text=True, check=True)
     shutil.rmtree(root, ignore_errors=True)

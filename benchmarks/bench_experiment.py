@@ -83,7 +83,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bench_core import machine_facts, ns
+from _harness import Row, apply_defaults, drop_dreamlake_env, fmt, ns, platform_line
+from bench_core import machine_facts
 from dreamlake import Session
 from dreamlake._disk.jsonl import LEVEL, TIMESTAMP, encode_lines, encode_log_lines
 from dreamlake._disk.jsonl import MESSAGE as MESSAGE_KEY
@@ -94,7 +95,6 @@ perf_counter_ns = time.perf_counter_ns
 WORKSPACE = "bench"
 TRACK = "loss"
 MESSAGE = "epoch done"
-Row = dict[str, Any]
 
 LOG_SIDES = ("append", "log", "log_step", "log_fluent", "bare", "bare_log", "bare_log_step")
 # (numerator, denominator) of the per-round ratios of section 1
@@ -473,10 +473,6 @@ def markdown(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def fmt(values: Sequence[float], digits: int = 0) -> str:
-    return "[" + ", ".join(f"{v:,.{digits}f}" for v in values) + "]"
-
-
 def build_rows(results: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
     lg = results["log"]
@@ -599,9 +595,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "logs": 50_000 if quick else 200_000,
         "e2e_runs": 1 if quick else 3,
     }
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    apply_defaults(args, defaults)
     return args
 
 
@@ -612,16 +606,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     def say(*parts: object) -> None:
         print(*parts, file=report, flush=True)
 
-    for key in [k for k in os.environ if k.startswith("DREAMLAKE_")]:
-        say(f"note: ignoring {key}={os.environ.pop(key)!r}")
+    drop_dreamlake_env(say)
 
     command = shlex.join([sys.executable, *sys.argv])
     facts = machine_facts()
     say(f"# dreamlake experiment-API benchmarks\n\ncommand: `{command}`\n")
     say(
-        f"python {facts['python']} ({facts['implementation']}) on {facts['platform']}; "
-        f"cpu_count {facts['cpu_count']} (affinity {facts['cpu_affinity']}), {facts['cpu_model']}; "
-        f"{facts['memory']} RAM; clocksource {facts['clocksource']}; "
+        platform_line(facts)
+        + f"clocksource {facts['clocksource']}; "
         f"dreamlake {facts['dreamlake']} (sources sha256 {facts['dreamlake_sources_sha256']}), "
         f"msgspec {facts['msgspec']}, anyio {facts['anyio']}\n"
     )

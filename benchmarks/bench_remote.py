@@ -69,11 +69,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import importlib.metadata
 import json
 import os
-import platform
-import resource
 import shlex
 import shutil
 import signal
@@ -85,13 +82,30 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import httpx
 import psutil  # type: ignore[import-untyped,unused-ignore]
 
 import dreamlake
+from _harness import (
+    Row,
+    apply_defaults,
+    clean_env,
+    dist_version,
+    drop_dreamlake_env,
+    fmt,
+    markdown,
+    mb,
+    ns,
+    peak_rss,
+    platform_facts,
+    platform_line,
+    reset_peak_rss,
+    row,
+    rss,
+    terminate,
+)
 from dreamlake import Session, Track
 
 perf_counter_ns = time.perf_counter_ns
@@ -100,52 +114,14 @@ TRACK = "loss"
 DEFAULT_CHUNK = 10_000  # the server's default --chunk-size, passed explicitly
 READY = "dreamlake serve: listening on "
 TOKEN_VAR = "BENCH_REMOTE_TOKEN"  # how the parent hands the token to its children
-Row = dict[str, Any]
 
 
 # --------------------------------------------------------------------------------------------------
 # helpers
 
 
-def rss() -> int:
-    return int(psutil.Process().memory_info().rss)
-
-
-def peak_rss() -> int:
-    """Peak RSS of this process (``VmHWM``, which :func:`reset_peak_rss` resets; see bench_core)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
-
-
-def reset_peak_rss() -> int:
-    """Reset the peak RSS to the current RSS (Linux ``clear_refs``); return the RSS now."""
-    gc.collect()
-    with contextlib.suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")
-    return rss()
-
-
-def mb(nbytes: float) -> str:
-    return f"{nbytes / 2**20:,.1f} MB"
-
-
-def ns(value: float) -> str:
-    return f"{value:,.0f} ns" if value < 10_000 else f"{value / 1000:,.1f} us"
-
-
 def pts(n: int, seconds: float) -> str:
     return f"{n / seconds:,.0f} pts/s ({seconds:.2f} s)"
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DREAMLAKE_")}
-    env.update(extra)
-    return env
 
 
 def dir_bytes(directory: Path) -> int:
@@ -671,51 +647,12 @@ def py_spy_summary(raw: Path, top: int = 25) -> str:
 
 
 def machine_facts() -> dict[str, Any]:
-    model = ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
     return {
-        "python": sys.version.split()[0],
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cpu_model": model,
+        **platform_facts(),
         "memory": mb(psutil.virtual_memory().total),
         "dreamlake": dreamlake.__version__,
-        "versions": {d: _version(d) for d in ("msgspec", "anyio", "httpx", "uvicorn", "starlette")},
+        "versions": {d: dist_version(d) for d in ("msgspec", "anyio", "httpx", "uvicorn", "starlette")},
     }
-
-
-def _version(distribution: str) -> str:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return "?"
-
-
-def row(measure: str, dl: str, base: str, ratio: float | None, bar: str, ok: bool | None) -> Row:
-    return {
-        "measure": measure,
-        "dreamlake": dl,
-        "baseline": base,
-        "ratio": None if ratio is None else round(ratio, 3),
-        "bar": bar,
-        "ok": ok,
-    }
-
-
-def markdown(rows: list[Row]) -> str:
-    head = ["measure", "dreamlake", "baseline", "ratio", "bar", "ok"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    for r in rows:
-        ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.2f}x"
-        ok = "n/a" if r["ok"] is None else ("yes" if r["ok"] else "**NO**")
-        lines.append(f"| {r['measure']} | {r['dreamlake']} | {r['baseline']} | {ratio} | {r['bar']} | {ok} |")
-    return "\n".join(lines)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -755,14 +692,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "stall_points": 500_000 if quick else 2_000_000,
         "stall_max_queue": 200_000,
     }
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    apply_defaults(args, defaults)
     return args
-
-
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the finally that stops the server
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -770,17 +701,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.child:
         child_main(args)
         return 0
-    signal.signal(signal.SIGTERM, _terminate)
-    for key in [k for k in os.environ if k.startswith("DREAMLAKE_")]:
-        print(f"note: ignoring {key}={os.environ.pop(key)!r}")
+    signal.signal(signal.SIGTERM, terminate)
+    drop_dreamlake_env()
 
     command = shlex.join([sys.executable, *sys.argv])
     facts = machine_facts()
     print(f"# dreamlake remote-mode benchmarks\n\ncommand: `{command}`\n")
     print(
-        f"python {facts['python']} ({facts['implementation']}) on {facts['platform']}; "
-        f"cpu_count {facts['cpu_count']} (affinity {facts['cpu_affinity']}), {facts['cpu_model']}; "
-        f"{facts['memory']} RAM; dreamlake {facts['dreamlake']}; "
+        platform_line(facts)
+        + f"dreamlake {facts['dreamlake']}; "
         + ", ".join(f"{k} {v}" for k, v in facts["versions"].items())
         + "\n",
         flush=True,
@@ -1023,22 +952,22 @@ def notes(args: argparse.Namespace, results: dict[str, Any]) -> str:
         extra = ""
         if mode != "local":
             extra = (
-                f"; server CPU during the run {_fmt([r['server_cpu_s'] for r in runs], 2)}, then "
-                f"archiving {_fmt([r['server_cpu_after_s'] for r in runs], 2)}; requests "
+                f"; server CPU during the run {fmt([r['server_cpu_s'] for r in runs], 2)}, then "
+                f"archiving {fmt([r['server_cpu_after_s'] for r in runs], 2)}; requests "
                 f"{[r['stats']['requests'] for r in runs]}, retries {[r['stats']['retries'] for r in runs]}; "
                 f"journal {mb(runs[0]['stats']['journalBytes'])}; then waited "
-                f"{_fmt([r['archive_wait_s'] for r in runs], 2)} s for the archiver"
+                f"{fmt([r['archive_wait_s'] for r in runs], 2)} s for the archiver"
             )
         out.append(
-            f"- {mode} end to end per run (s): {_fmt([r['seconds'] for r in runs], 3)}, of which append "
-            f"loop {_fmt([r['append_loop_s'] for r in runs], 3)} and close() "
-            f"{_fmt([r['close_s'] for r in runs], 3)}; "
-            f"client CPU {_fmt([r['client_cpu_s'] for r in runs], 2)}{extra}"
+            f"- {mode} end to end per run (s): {fmt([r['seconds'] for r in runs], 3)}, of which append "
+            f"loop {fmt([r['append_loop_s'] for r in runs], 3)} and close() "
+            f"{fmt([r['close_s'] for r in runs], 3)}; "
+            f"client CPU {fmt([r['client_cpu_s'] for r in runs], 2)}{extra}"
         )
     ap = results["append"]
     out.append(
-        f"- append() mean per round (ns), remote: {_fmt(ap['per_round_ns']['remote'])}; local: "
-        f"{_fmt(ap['per_round_ns']['local'])}; ratios {_fmt(ap['per_round_ratio'], 2)}; "
+        f"- append() mean per round (ns), remote: {fmt(ap['per_round_ns']['remote'])}; local: "
+        f"{fmt(ap['per_round_ns']['local'])}; ratios {fmt(ap['per_round_ratio'], 2)}; "
         f"{ap['remote_requests']} requests sent; all points on the server: {ap['ok']}"
     )
     st = results["stalled"]
@@ -1065,10 +994,6 @@ def notes(args: argparse.Namespace, results: dict[str, Any]) -> str:
         f"{bd['requests_timeline']}"
     )
     return "\n".join(out)
-
-
-def _fmt(values: Sequence[float], digits: int = 0) -> str:
-    return "[" + ", ".join(f"{v:,.{digits}f}" for v in values) + "]"
 
 
 if __name__ == "__main__":

@@ -74,13 +74,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import importlib.metadata
 import importlib.util
 import itertools
 import json
 import math
 import os
-import platform
 import queue
 import shlex
 import shutil
@@ -93,7 +91,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any
 
 import httpx
@@ -102,6 +100,17 @@ import psutil  # type: ignore[import-untyped,unused-ignore]
 import zstandard
 
 import dreamlake
+from _harness import (
+    Row,
+    apply_defaults,
+    clean_env,
+    dist_version,
+    markdown,
+    platform_facts,
+    platform_line,
+    row,
+    terminate,
+)
 from dreamlake._disk.jsonl import encode_points
 from dreamlake._schema.wire import BulkBatch
 from dreamlake.server.points import check_lines
@@ -112,7 +121,6 @@ HOT_TAIL = 5_000  # points past the last full chunk in the read tracks (section 
 READ_BODY = 100_000  # points per request when building the read tracks
 MIN_CHUNKS = 40  # cold chunks of the big read track: more than the server's chunk cache holds (32)
 MB = 1 << 20
-Row = dict[str, Any]
 perf_counter = time.perf_counter
 perf_counter_ns = time.perf_counter_ns
 
@@ -121,15 +129,11 @@ perf_counter_ns = time.perf_counter_ns
 # the server and its clients
 
 
-def child_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("DREAMLAKE_")}
-
-
 def make_token(data: Path) -> str:
     """``dreamlake token create``: its last line of stdout is the token."""
     args = [sys.executable, "-m", "dreamlake", "token", "create", "--data", str(data)]
     args += ["--workspace", WORKSPACE]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=60, check=True, env=child_env())
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60, check=True, env=clean_env())
     return done.stdout.strip().splitlines()[-1]
 
 
@@ -150,7 +154,7 @@ class ServerProcess:
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,  # Ctrl-C in the terminal reaches only us; we stop it by PID
-            env=child_env(),
+            env=clean_env(),
         )
         self.pid = self.proc.pid
         self.stderr: list[str] = []
@@ -645,62 +649,23 @@ def rss_summary(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def machine_facts() -> dict[str, Any]:
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     digest = hashlib.sha256()
     package = Path(dreamlake.__file__).parent
     for source in sorted(package.rglob("*.py")):
         digest.update(source.relative_to(package).as_posix().encode() + b"\0" + source.read_bytes())
     return {
-        "python": sys.version.split()[0],
-        "implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cpu_model": model,
+        **platform_facts(),
         "memory": f"{psutil.virtual_memory().total / 2**30:.1f} GB",
         "dreamlake": dreamlake.__version__,
         "dreamlake_sources_sha256": digest.hexdigest()[:16],
-        "versions": {d: _version(d) for d in ("uvicorn", "starlette", "h11", "httpx", "msgspec", "anyio")},
+        "versions": {
+            d: dist_version(d, "-") for d in ("uvicorn", "starlette", "h11", "httpx", "msgspec", "anyio")
+        },
         "uvicorn_picks": {
             "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
             "http": "httptools" if importlib.util.find_spec("httptools") else "h11",
         },
     }
-
-
-def _version(distribution: str) -> str:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return "-"
-
-
-def row(measure: str, dl: str, base: str, ratio: float | None, bar: str, ok: bool | None) -> Row:
-    return {
-        "measure": measure,
-        "dreamlake": dl,
-        "baseline": base,
-        "ratio": None if ratio is None else round(ratio, 3),
-        "bar": bar,
-        "ok": ok,
-    }
-
-
-def markdown(rows: list[Row]) -> str:
-    head = ["measure", "dreamlake", "baseline", "ratio", "bar", "ok"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    for r in rows:
-        ratio = "n/a" if r["ratio"] is None else f"{r['ratio']:.2f}x"
-        ok = "n/a" if r["ok"] is None else ("yes" if r["ok"] else "**NO**")
-        lines.append(f"| {r['measure']} | {r['dreamlake']} | {r['baseline']} | {ratio} | {r['bar']} | {ok} |")
-    return "\n".join(lines)
 
 
 def rate(points: int, seconds: float | None) -> str:
@@ -865,9 +830,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "rss_points": 2_000_000 if quick else 10_000_000,
         "rss_interval": 0.1 if quick else 0.5,
     }
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    apply_defaults(args, defaults)
     if not 1 <= args.tracks <= args.points:
         parser.error("--tracks must be between 1 and --points")
     if args.big_track < MIN_CHUNKS * args.chunk_size:
@@ -875,20 +838,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the ``with ServerProcess`` blocks
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, terminate)
     command = shlex.join([sys.executable, *sys.argv])
     facts = machine_facts()
     print(f"# dreamlake server benchmarks\n\ncommand: `{command}`\n")
     print(
-        f"python {facts['python']} ({facts['implementation']}) on {facts['platform']}; "
-        f"cpu_count {facts['cpu_count']} (affinity {facts['cpu_affinity']}), {facts['cpu_model']}; "
-        f"{facts['memory']} RAM; load average {os.getloadavg()[0]:.2f}; dreamlake {facts['dreamlake']} "
+        platform_line(facts)
+        + f"load average {os.getloadavg()[0]:.2f}; dreamlake {facts['dreamlake']} "
         f"(sources sha256 {facts['dreamlake_sources_sha256']}); {facts['versions']}; "
         f"uvicorn uses {facts['uvicorn_picks']}"
         + "\n",
