@@ -10,6 +10,7 @@ and never hangs ``close()``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
@@ -118,28 +119,29 @@ class RemoteSink(Sink):
                 continue
             request = ahead[1] if ahead is not None and ahead[0] == groups[0] else None
             ahead = None
-            failure: list[RemoteError] = []
+            failure: list[Exception] = []
             # The next group is read and compressed while this one is on the wire (sent in order,
             # one at a time, so every track keeps its order on the server).
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._post, groups[0], request, failure)
                 if len(groups) > 1:
-                    ahead = (groups[1], await anyio.to_thread.run_sync(self.sender.prepare, groups[1]))
+                    with contextlib.suppress(OSError):  # prepared again, and raised, when its turn comes
+                        ahead = (groups[1], await anyio.to_thread.run_sync(self.sender.prepare, groups[1]))
+            if failure and not isinstance(failure[0], RemoteError):
+                # The journal could not be read (a disk error): not the server's fault, and nothing
+                # to refuse. Say so once and try again a little later.
+                self._warn_once(f"dreamlake: reading {self.journal.path} failed ({failure[0]}); retrying")
+                await anyio.sleep(1)
+                continue
             if failure and isinstance(failure[0], TokenRejected):
                 self._token_error = failure[0]  # raised by drain(); retried at the next flush
                 self._signal_progress()
                 await self._wake.wait()
                 self._wake = anyio.Event()
                 continue
-            if failure:
+            if failure:  # refused for good; every refusal is also raised from flush()/close()
                 self._refused.append(str(failure[0]))
-                if not self._warned:  # once; every refusal is also raised from flush()/close()
-                    self._warned = True
-                    warnings.warn(
-                        f"dreamlake: {failure[0]}; the batch is kept in {self.journal.path}",
-                        RuntimeWarning,
-                        stacklevel=1,
-                    )
+                self._warn_once(f"dreamlake: {failure[0]}; the batch is kept in {self.journal.path}")
             self._token_error = None
             self._signal_progress()
             if self.journal.done and self.journal.size > _ROTATE_BYTES:
@@ -147,12 +149,17 @@ class RemoteSink(Sink):
                 self.journal = self.sender.journal = self._new_journal()
 
     async def _post(
-        self, group: int, request: tuple[bytes, dict[str, str]] | None, failure: list[RemoteError]
+        self, group: int, request: tuple[bytes, dict[str, str]] | None, failure: list[Exception]
     ) -> None:
         try:
             await self.sender.send(group, request)
-        except RemoteError as exc:
+        except (RemoteError, OSError) as exc:
             failure.append(exc)
+
+    def _warn_once(self, message: str) -> None:
+        if not self._warned:
+            self._warned = True
+            warnings.warn(message, RuntimeWarning, stacklevel=1)
 
     def _signal_progress(self) -> None:
         self._progress.set()
