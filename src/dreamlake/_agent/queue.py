@@ -136,8 +136,9 @@ class PointQueue:
 
     @property
     def held(self) -> int:
-        """Points in memory: queued or being written."""
-        return self.in_flight + sum(len(b.items) + len(b.retry) for b in self.buffers.values())
+        """Points in memory: queued or being written (callable from any thread)."""
+        # list() copies in one step under the GIL; iterating the live dict races with buffer().
+        return self.in_flight + sum(len(b.items) + len(b.retry) for b in list(self.buffers.values()))
 
     def _fast(self, threshold: int) -> int:
         """The fast path's threshold: none under ``durability="sync"``, where every call commits."""
