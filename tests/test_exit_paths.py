@@ -292,10 +292,10 @@ import dreamlake._disk.session_dir
 _original_write = dreamlake._disk.session_dir.SessionDir.write_track
 
 
-def _slow_write(self, spec, points):
+def _slow_write(self, spec, points, intent=None):
     open(os.path.join(ROOT, f"writing-{os.getpid()}"), "w").close()
     time.sleep(WRITE_SECONDS)
-    return _original_write(self, spec, points)
+    return _original_write(self, spec, points, intent)
 
 
 dreamlake._disk.session_dir.SessionDir.write_track = _slow_write

@@ -154,11 +154,11 @@ else:
     original_write = dreamlake._disk.session_dir.SessionDir.write_track
     parent = os.getpid()
 
-    def slow_write(self, spec, points):
+    def slow_write(self, spec, points, intent=None):
         if os.getpid() != parent:
             open(os.path.join(ROOT, f"writing-{os.getpid()}"), "w").close()
         time.sleep(0.3)
-        return original_write(self, spec, points)
+        return original_write(self, spec, points, intent)
 
     dreamlake._disk.session_dir.SessionDir.write_track = slow_write
     pool = ctx.Pool(2)

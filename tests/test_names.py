@@ -34,7 +34,8 @@ def test_session_and_track_names_cannot_escape_root(tmp_path) -> None:  # type: 
             s.track("..")
         # A track name is a name, not a path: this one is allowed and stored flat under tracks/.
         s.track("../../outside").append(v=1)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ws"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".spool", "ws"]
+    assert list((tmp_path / ".spool").iterdir()) == []  # the session's spool went at close()
     assert sorted(p.name for p in (s.path / "tracks").iterdir()) == ["%2E.%2F..%2Foutside"]
 
 

@@ -38,7 +38,7 @@ def entries_outside_the_session(root: Path) -> list[str]:
     """Every path under ``root`` that is neither the session's directory, nor under it, nor one of
     its parents."""
     session = root / WS / RUN
-    allowed = {root / WS, session}
+    allowed = {root / WS, session, root / ".spool"}  # the spools' directory; empty after close()
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:

@@ -8,6 +8,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 #include <string.h>
 #include <structmember.h>
 
@@ -83,11 +84,16 @@ static PyObject *enqueue(Gate *gate, PyObject *items_append, PyObject *admit, Py
     PyObject *result;
     if (ticket - gate->taken < gate->threshold) {
         result = PyObject_CallOneArg(items_append, fields);
+        if (result == Py_False) { /* the spool is full: the slow path applies on_full */
+            Py_DECREF(result);
+            goto slow;
+        }
         if (result != NULL) {
             Py_DECREF(result);
             result = Py_NewRef(done);
         }
     } else {
+    slow:;
         PyObject *py_ticket = PyLong_FromSsize_t(ticket);
         result = py_ticket == NULL ? NULL : PyObject_CallFunctionObjArgs(admit, fields, py_ticket, NULL);
         Py_XDECREF(py_ticket);
@@ -367,6 +373,265 @@ static PyTypeObject LogCoreType = {
     .tp_methods = LogCore_methods,
 };
 
+/* Spool: the write-ahead copy of accepted points, in a file mapped MAP_SHARED (see _agent/spool.py).
+ *
+ * Pages written into a shared file mapping belong to the page cache, so they outlive a killed
+ * process: Fifo.append encodes each item here before queueing it, and a later process recovers
+ * what the agent had not written. Records live in one of two halves; the agent rotates halves and
+ * frees a half once every record in it is written. Every record starts with one 8-byte word
+ * (length, epoch of its half) stored last, so a record is either whole or absent after a kill, and
+ * a record left from an earlier use of the half carries an older epoch.
+ *
+ * Record: u32 length (8-aligned, header included), u32 epoch, u32 track, u16 fields, u16 0, u64 seq;
+ * then per field: u16 key id, u8 type, and 8 raw bytes (int, float) or u32 length + bytes (str,
+ * packed) or nothing (None, False, True). Packed is the fallback encoding of any other value. */
+enum { V_NONE, V_FALSE, V_TRUE, V_INT, V_FLOAT, V_STR, V_PACKED };
+#define RECORD_HEAD 24
+#define MAX_FIELDS 64
+
+typedef struct {
+    PyObject_HEAD
+    Py_buffer view;      /* the mapping, held until release() */
+    char *halves[2];     /* first byte of each half's records */
+    uint64_t *epochs;    /* the two epochs in the file's header; 0: the half is free */
+    Py_ssize_t half_bytes;
+    int active;          /* the half being written */
+    Py_ssize_t pos;      /* bytes used in the active half */
+    PyObject *keys;      /* field key -> id */
+    PyObject *define;    /* define(key) -> id: records a new key before any record uses it */
+    PyObject *pack;      /* pack(value) -> bytes: the fallback encoding */
+    Py_ssize_t skipped;  /* items that could not be encoded (queued, not spooled) */
+} Spool;
+
+static int Spool_init(Spool *self, PyObject *args, PyObject *kwargs) {
+    static char *kwlist[] = {"mapping", "epochs_at", "halves_at", "half_bytes", "keys", "define", "pack", NULL};
+    PyObject *mapping, *keys, *define, *pack;
+    Py_ssize_t epochs_at, halves_at, half_bytes;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OnnnO!OO", kwlist, &mapping, &epochs_at, &halves_at,
+                                     &half_bytes, &PyDict_Type, &keys, &define, &pack))
+        return -1;
+    if (self->view.buf != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Spool is already initialised");
+        return -1;
+    }
+    if (PyObject_GetBuffer(mapping, &self->view, PyBUF_WRITABLE) < 0) return -1;
+    if (epochs_at < 0 || epochs_at % 8 || halves_at % 8 || half_bytes % 8 || half_bytes < 4096 ||
+        halves_at < epochs_at + 16 || halves_at + 2 * half_bytes > self->view.len) {
+        PyBuffer_Release(&self->view);
+        PyErr_SetString(PyExc_ValueError, "spool layout does not fit the mapping");
+        return -1;
+    }
+    char *base = self->view.buf;
+    self->epochs = (uint64_t *)(base + epochs_at);
+    self->halves[0] = base + halves_at;
+    self->halves[1] = base + halves_at + half_bytes;
+    self->half_bytes = half_bytes;
+    self->active = self->epochs[1] > self->epochs[0];
+    self->pos = 0;
+    Py_XSETREF(self->keys, Py_NewRef(keys));
+    Py_XSETREF(self->define, Py_NewRef(define));
+    Py_XSETREF(self->pack, Py_NewRef(pack));
+    return 0;
+}
+
+/* Start writing the other half if it is free; the active one is sealed. */
+static int Spool_switch(Spool *self) {
+    int other = !self->active;
+    if (self->epochs[other] != 0) return 0;
+    uint64_t epoch = self->epochs[self->active] + 1;
+    __atomic_store_n(&self->epochs[other], epoch, __ATOMIC_RELEASE);
+    self->active = other;
+    self->pos = 0;
+    return 1;
+}
+
+/* Encode `item` (a dict) as a record of `track` numbered `seq`: 1 written, 0 no room, -1 error. */
+static int Spool_write(Spool *self, uint32_t track, Py_ssize_t seq, PyObject *item) {
+    Py_ssize_t n = PyDict_GET_SIZE(item), pos = 0, size = RECORD_HEAD;
+    if (n > MAX_FIELDS || self->view.buf == NULL) return -1;
+    uint16_t ids[MAX_FIELDS];
+    unsigned char types[MAX_FIELDS];
+    PyObject *owned[MAX_FIELDS]; /* the packed bytes of fields that needed it */
+    const char *strs[MAX_FIELDS];
+    Py_ssize_t lens[MAX_FIELDS];
+    PyObject *key, *value;
+    int i = 0, result = -1;
+    /* Pass 1 may call Python (new keys, packing), which can let another thread in: nothing is
+     * written to the mapping until pass 2, which runs without calling Python. */
+    while (PyDict_Next(item, &pos, &key, &value)) {
+        owned[i] = NULL;
+        PyObject *id = PyDict_GetItemWithError(self->keys, key);
+        if (id == NULL) {
+            if (PyErr_Occurred()) goto done;
+            id = PyObject_CallOneArg(self->define, key);
+            if (id == NULL) goto done;
+            Py_DECREF(id); /* define() stored it in keys, which keeps it alive */
+        }
+        ids[i] = (uint16_t)PyLong_AsLong(id);
+        PyTypeObject *type = Py_TYPE(value);
+        if (value == Py_None) {
+            types[i] = V_NONE;
+            size += 3;
+        } else if (type == &PyBool_Type) {
+            types[i] = value == Py_True ? V_TRUE : V_FALSE;
+            size += 3;
+        } else if (type == &PyFloat_Type) {
+            types[i] = V_FLOAT;
+            size += 11;
+        } else if (type == &PyLong_Type && (PyLong_AsLongLong(value) != -1 || !PyErr_Occurred())) {
+            types[i] = V_INT;
+            size += 11;
+        } else if (type == &PyUnicode_Type && (strs[i] = PyUnicode_AsUTF8AndSize(value, &lens[i])) != NULL) {
+            types[i] = V_STR;
+            size += 7 + lens[i];
+        } else {
+            PyErr_Clear(); /* an int past 64 bits or a str with lone surrogates: packed instead */
+            owned[i] = PyObject_CallOneArg(self->pack, value);
+            if (owned[i] == NULL) goto done;
+            if (!PyBytes_Check(owned[i])) {
+                PyErr_SetString(PyExc_TypeError, "pack() must return bytes");
+                i++;
+                goto done;
+            }
+            types[i] = V_PACKED;
+            strs[i] = PyBytes_AS_STRING(owned[i]);
+            lens[i] = PyBytes_GET_SIZE(owned[i]);
+            size += 7 + lens[i];
+        }
+        i++;
+    }
+    size = (size + 7) & ~(Py_ssize_t)7;
+    if (size > self->half_bytes) goto done; /* can never fit: not spooled */
+    if (self->pos + size > self->half_bytes && !Spool_switch(self)) {
+        result = 0;
+        goto done;
+    }
+    /* Pass 2: the body, then the head word that makes the record visible. */
+    char *record = self->halves[self->active] + self->pos, *out = record + RECORD_HEAD;
+    uint32_t u32 = track;
+    uint16_t fields = (uint16_t)n, zero = 0;
+    uint64_t u64 = (uint64_t)seq;
+    memcpy(record + 8, &u32, 4);
+    memcpy(record + 12, &fields, 2);
+    memcpy(record + 14, &zero, 2);
+    memcpy(record + 16, &u64, 8);
+    pos = 0;
+    for (int f = 0; f < i; f++) {
+        PyDict_Next(item, &pos, &key, &value);
+        memcpy(out, &ids[f], 2);
+        out[2] = (char)types[f];
+        out += 3;
+        if (types[f] == V_FLOAT) {
+            double d = PyFloat_AS_DOUBLE(value);
+            memcpy(out, &d, 8);
+            out += 8;
+        } else if (types[f] == V_INT) {
+            long long v = PyLong_AsLongLong(value);
+            memcpy(out, &v, 8);
+            out += 8;
+        } else if (types[f] == V_STR || types[f] == V_PACKED) {
+            uint32_t len = (uint32_t)lens[f];
+            memcpy(out, &len, 4);
+            memcpy(out + 4, strs[f], lens[f]);
+            out += 4 + lens[f];
+        }
+    }
+    uint64_t head = (uint64_t)(uint32_t)size | ((uint64_t)(uint32_t)self->epochs[self->active] << 32);
+    __atomic_store_n((uint64_t *)record, head, __ATOMIC_RELEASE);
+    self->pos += size;
+    result = 1;
+done:
+    for (int f = 0; f < i; f++) Py_XDECREF(owned[f]);
+    return result;
+}
+
+static PyObject *Spool_rotate(Spool *self, PyObject *Py_UNUSED(ignored)) {
+    /* The agent seals the active half at each flush, so halves are freed as soon as written. */
+    if (self->view.buf == NULL || self->pos == 0) Py_RETURN_FALSE;
+    return PyBool_FromLong(Spool_switch(self));
+}
+
+static PyObject *Spool_free(Spool *self, PyObject *arg) {
+    long half = PyLong_AsLong(arg);
+    if (half == -1 && PyErr_Occurred()) return NULL;
+    if (half != 0 && half != 1) {
+        PyErr_SetString(PyExc_ValueError, "half must be 0 or 1");
+        return NULL;
+    }
+    if (self->view.buf != NULL && half != self->active) __atomic_store_n(&self->epochs[half], 0, __ATOMIC_RELEASE);
+    Py_RETURN_NONE;
+}
+
+static PyObject *Spool_release(Spool *self, PyObject *Py_UNUSED(ignored)) {
+    if (self->view.buf != NULL) PyBuffer_Release(&self->view);
+    self->view.buf = NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Spool_get_active(Spool *self, void *Py_UNUSED(closure)) { return PyLong_FromLong(self->active); }
+
+static PyObject *Spool_get_sealed(Spool *self, void *Py_UNUSED(closure)) {
+    /* The half waiting to be freed, or None. */
+    if (self->view.buf == NULL || self->epochs[!self->active] == 0) Py_RETURN_NONE;
+    return PyLong_FromLong(!self->active);
+}
+
+static int Spool_traverse(Spool *self, visitproc visit, void *arg) {
+    Py_VISIT(self->keys);
+    Py_VISIT(self->define);
+    Py_VISIT(self->pack);
+    return 0;
+}
+
+static int Spool_clear(Spool *self) {
+    Py_CLEAR(self->keys);
+    Py_CLEAR(self->define);
+    Py_CLEAR(self->pack);
+    return 0;
+}
+
+static void Spool_dealloc(Spool *self) {
+    PyObject_GC_UnTrack(self);
+    if (self->view.buf != NULL) PyBuffer_Release(&self->view);
+    Spool_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMemberDef Spool_members[] = {
+    {"pos", T_PYSSIZET, offsetof(Spool, pos), READONLY, "bytes used in the active half"},
+    {"skipped", T_PYSSIZET, offsetof(Spool, skipped), READONLY, "items queued without a record"},
+    {NULL},
+};
+
+static PyGetSetDef Spool_getset[] = {
+    {"active", (getter)Spool_get_active, NULL, "the half being written", NULL},
+    {"sealed", (getter)Spool_get_sealed, NULL, "the half waiting to be freed, or None", NULL},
+    {NULL},
+};
+
+static PyMethodDef Spool_methods[] = {
+    {"rotate", (PyCFunction)Spool_rotate, METH_NOARGS, "Seal the active half if the other is free."},
+    {"free", (PyCFunction)Spool_free, METH_O, "Mark a sealed half free: all of it was written."},
+    {"release", (PyCFunction)Spool_release, METH_NOARGS, "Let go of the mapping (before closing it)."},
+    {NULL},
+};
+
+static PyTypeObject SpoolType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "dreamlake._speedups.Spool",
+    .tp_doc = "The records of accepted items in a shared file mapping.",
+    .tp_basicsize = sizeof(Spool),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Spool_init,
+    .tp_dealloc = (destructor)Spool_dealloc,
+    .tp_traverse = (traverseproc)Spool_traverse,
+    .tp_clear = (inquiry)Spool_clear,
+    .tp_members = Spool_members,
+    .tp_getset = Spool_getset,
+    .tp_methods = Spool_methods,
+};
+
 /* Fifo: the queue of one track (or of the log entries), a ring buffer of references.
  *
  * Not tracked by the garbage collector, unlike a deque: every full collection visits each item of a
@@ -377,6 +642,11 @@ typedef struct {
     PyObject_HEAD
     PyObject **items;
     Py_ssize_t capacity, head, size; /* items[head], items[head + 1], ... (mod capacity) */
+    Py_ssize_t appended;             /* items ever appended: the next item's seq */
+    Spool *spool;                    /* where append() records each item first, or NULL */
+    uint32_t track;                  /* the id its records carry */
+    uint64_t last_epoch[2];          /* per half: its epoch when this Fifo last wrote there */
+    Py_ssize_t last_seq[2];          /* ... and the seq of that record */
 } Fifo;
 
 static int Fifo_grow(Fifo *self) {
@@ -394,11 +664,60 @@ static int Fifo_grow(Fifo *self) {
     return 0;
 }
 
+/* append(item): queue it, recording it in the spool first; False (nothing queued) if the spool is full. */
 static PyObject *Fifo_append(Fifo *self, PyObject *item) {
     if (self->size == self->capacity && Fifo_grow(self) < 0) return NULL;
+    Spool *spool = self->spool;
+    if (spool != NULL && PyDict_CheckExact(item)) {
+        int written = Spool_write(spool, self->track, self->appended, item);
+        if (written == 0) Py_RETURN_FALSE;
+        if (written < 0) {
+            /* Too many fields or keys, or bigger than a half: queued as before, without a record. */
+            PyErr_Clear();
+            spool->skipped++;
+        } else {
+            self->last_epoch[spool->active] = spool->epochs[spool->active];
+            self->last_seq[spool->active] = self->appended;
+        }
+    }
     self->items[(self->head + self->size) % self->capacity] = Py_NewRef(item);
     self->size++;
+    self->appended++;
     Py_RETURN_NONE;
+}
+
+/* push(item): queue it without a record (the spool is full and the caller cannot wait). */
+static PyObject *Fifo_push(Fifo *self, PyObject *item) {
+    if (self->size == self->capacity && Fifo_grow(self) < 0) return NULL;
+    if (self->spool != NULL) self->spool->skipped++;
+    self->items[(self->head + self->size) % self->capacity] = Py_NewRef(item);
+    self->size++;
+    self->appended++;
+    Py_RETURN_NONE;
+}
+
+static PyObject *Fifo_attach(Fifo *self, PyObject *args) {
+    PyObject *spool;
+    unsigned int track = 0;
+    if (!PyArg_ParseTuple(args, "O|I", &spool, &track)) return NULL;
+    if (spool != Py_None && !PyObject_TypeCheck(spool, &SpoolType)) {
+        PyErr_SetString(PyExc_TypeError, "attach() takes a Spool or None");
+        return NULL;
+    }
+    Py_XSETREF(self->spool, spool == Py_None ? NULL : (Spool *)Py_NewRef(spool));
+    self->track = track;
+    self->last_epoch[0] = self->last_epoch[1] = 0;
+    Py_RETURN_NONE;
+}
+
+/* last_in(half): the seq of this Fifo's last record in that half (in its current epoch), or -1. */
+static PyObject *Fifo_last_in(Fifo *self, PyObject *arg) {
+    long half = PyLong_AsLong(arg);
+    if (half == -1 && PyErr_Occurred()) return NULL;
+    if (self->spool == NULL || (half != 0 && half != 1) || self->last_epoch[half] == 0 ||
+        self->last_epoch[half] != self->spool->epochs[half])
+        return PyLong_FromLong(-1);
+    return PyLong_FromSsize_t(self->last_seq[half]);
 }
 
 static PyObject *Fifo_popleft(Fifo *self, PyObject *Py_UNUSED(ignored)) {
@@ -454,6 +773,7 @@ static PyObject *Fifo_item(Fifo *self, Py_ssize_t i) {
 
 static void Fifo_dealloc(Fifo *self) {
     Fifo_release(self);
+    Py_CLEAR(self->spool);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -462,6 +782,14 @@ static PyMethodDef Fifo_methods[] = {
     {"popleft", (PyCFunction)Fifo_popleft, METH_NOARGS, "Remove and return the oldest item."},
     {"take", (PyCFunction)Fifo_take, METH_O, "Remove and return the n oldest items as a list."},
     {"clear", (PyCFunction)Fifo_clear, METH_NOARGS, "Remove every item."},
+    {"push", (PyCFunction)Fifo_push, METH_O, "Add an item at the end without recording it in the spool."},
+    {"attach", (PyCFunction)Fifo_attach, METH_VARARGS, "Record later items in a Spool (or None) as track id."},
+    {"last_in", (PyCFunction)Fifo_last_in, METH_O, "Seq of the last record in a half of the spool, or -1."},
+    {NULL},
+};
+
+static PyMemberDef Fifo_members[] = {
+    {"appended", T_PYSSIZET, offsetof(Fifo, appended), READONLY, "items ever appended"},
     {NULL},
 };
 
@@ -480,6 +808,7 @@ static PyTypeObject FifoType = {
     .tp_dealloc = (destructor)Fifo_dealloc,
     .tp_as_sequence = &Fifo_sequence,
     .tp_methods = Fifo_methods,
+    .tp_members = Fifo_members,
 };
 
 /* Decimal digits of n at dst; returns how many were written (sprintf costs ~10x as much). */
@@ -541,7 +870,7 @@ static struct PyModuleDef speedups_module = {
 
 PyMODINIT_FUNC PyInit__speedups(void) {
     if (PyType_Ready(&GateType) < 0 || PyType_Ready(&TrackCoreType) < 0 || PyType_Ready(&LogCoreType) < 0 ||
-        PyType_Ready(&ReadyType) < 0 || PyType_Ready(&FifoType) < 0)
+        PyType_Ready(&ReadyType) < 0 || PyType_Ready(&FifoType) < 0 || PyType_Ready(&SpoolType) < 0)
         return NULL;
     k_timestamp = PyLong_FromLong(0);
     k_level = PyLong_FromLong(1);
@@ -580,6 +909,12 @@ PyMODINIT_FUNC PyInit__speedups(void) {
     Py_INCREF(&FifoType);
     if (PyModule_AddObject(module, "Fifo", (PyObject *)&FifoType) < 0) {
         Py_DECREF(&FifoType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    Py_INCREF(&SpoolType);
+    if (PyModule_AddObject(module, "Spool", (PyObject *)&SpoolType) < 0) {
+        Py_DECREF(&SpoolType);
         Py_DECREF(module);
         return NULL;
     }

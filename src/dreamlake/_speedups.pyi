@@ -7,8 +7,31 @@ class Gate:
     def reset(self) -> None: ...
     def next_ticket(self) -> int: ...
 
+class Spool:
+    pos: int
+    skipped: int
+    active: int
+    sealed: int | None
+    def __init__(
+        self,
+        mapping: Any,
+        epochs_at: int,
+        halves_at: int,
+        half_bytes: int,
+        keys: dict[Any, int],
+        define: Callable[[Any], int],
+        pack: Callable[[Any], bytes],
+    ) -> None: ...
+    def rotate(self) -> bool: ...
+    def free(self, half: int, /) -> None: ...
+    def release(self) -> None: ...
+
 class Fifo:
-    def append(self, item: Any, /) -> None: ...
+    appended: int
+    def append(self, item: Any, /) -> bool | None: ...
+    def push(self, item: Any, /) -> None: ...
+    def attach(self, spool: Spool | None, track: int = 0, /) -> None: ...
+    def last_in(self, half: int, /) -> int: ...
     def popleft(self) -> Any: ...
     def take(self, n: int, /) -> list[Any]: ...
     def clear(self) -> None: ...
@@ -22,7 +45,7 @@ class TrackCore:
     def __init__(
         self,
         gate: Gate,
-        items_append: Callable[[dict[str, Any]], None],
+        items_append: Callable[[dict[str, Any]], bool | None],
         admit: Callable[[dict[str, Any], int], Any],
         normalize: Callable[[Any], dict[str, Any]],
         done: Any = None,
@@ -33,7 +56,7 @@ class LogCore:
     def __init__(
         self,
         gate: Gate,
-        items_append: Callable[[dict[str, Any]], None],
+        items_append: Callable[[dict[str, Any]], bool | None],
         admit: Callable[[dict[str, Any], int], Any],
         levels: dict[str | None, str],
         clock: Callable[[], float],

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,8 @@ __all__ = ["Captured", "MemorySink", "capture", "failing", "stalled"]
 
 class MemorySink(Sink):
     """One session's data in memory, with the same read shapes as local storage."""
+
+    in_memory = True
 
     def __init__(self, workspace: str, session: Mapping[str, Any]) -> None:
         self.workspace = workspace
@@ -210,6 +212,17 @@ class _Wrapped(Sink):
 
     def __init__(self, real: Sink) -> None:
         self.real = real
+
+    @property
+    def intent(self) -> Callable[[str | None, int], None] | None:
+        return self.real.intent
+
+    @intent.setter
+    def intent(self, value: Callable[[str | None, int], None] | None) -> None:
+        self.real.intent = value
+
+    async def stored_prefix(self, name: str | None, first: int, points: Sequence[dict[str, Any]]) -> int:
+        return await self.real.stored_prefix(name, first, points)
 
     async def _gate(self) -> None:
         raise NotImplementedError

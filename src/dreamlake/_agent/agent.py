@@ -21,8 +21,9 @@ from typing import Any
 import anyio
 
 from .._exceptions import DreamlakeError, StorageError
-from .._sinks.base import FileRequest, Sink
+from .._sinks.base import FileRequest, Sink, TrackSpec
 from .queue import PointQueue, TrackBuffer
+from .spool import LOGS_ID, PARAMS_ID, Orphan, Spool, orphans
 
 
 class Agent:
@@ -61,6 +62,43 @@ class Agent:
             await self.sink.open()
         except OSError as exc:
             raise StorageError(f"cannot open the session's storage: {exc}") from exc
+        spool = self.queue.spool
+        if spool is not None:
+            await self._recover(spool)
+            self.sink.intent = spool.intent_of
+
+    async def _recover(self, spool: Spool) -> None:
+        """Store what dead runs of this session left in their spools, before anything new."""
+        for orphan in orphans(spool.path.parent.parent, lambda identity: identity == spool.identity):
+            try:
+                for track_id, records in orphan.records.items():
+                    await self._store_orphan(orphan, track_id, records)
+            except BaseException:
+                orphan.release()  # left for the next open or 'dreamlake recover'
+                raise
+            orphan.remove()
+
+    async def _store_orphan(self, orphan: Orphan, track_id: int, records: list[dict[Any, Any]]) -> None:
+        if track_id == PARAMS_ID:  # merging a change twice changes nothing
+            await self.sink.write_parameters(records)
+            orphan.mark(track_id, len(records))
+            return
+        name = None if track_id == LOGS_ID else orphan.names[track_id]
+        done = 0
+        if track_id in orphan.intents:  # the dead writer was writing these: did it get that far?
+            done = await self.sink.stored_prefix(name, orphan.intents[track_id], records)
+        self.sink.intent = lambda _name, first: orphan.intent(track_id, first)
+        try:
+            while done < len(records):
+                chunk = records[done : done + self.max_chunk]
+                if name is None:
+                    await self.sink.write_logs(chunk)
+                else:
+                    await self.sink.write_track(TrackSpec(name), chunk)
+                done += len(chunk)
+                orphan.mark(track_id, done)
+        finally:
+            self.sink.intent = None
 
     async def run(self) -> None:
         """Flush on every wake-up or interval until :meth:`stop`; the sink's own background work
@@ -113,6 +151,7 @@ class Agent:
                 await self.sink.close(self.stats(), deadline)
             finally:
                 self._closed.set()
+                self.queue.close_spool()
 
     async def read(self, name: str, start_index: int, limit: int) -> dict[str, Any]:
         """Flush ``name``, then read it from the sink."""
@@ -200,15 +239,18 @@ class Agent:
         async with self._write_lock:
             started, written_before = time.monotonic(), self.written
             error: StorageError | None = None
+            self.queue.rotate_spool()  # what is queued now can be freed from the spool after this flush
             deltas = self.queue.take_params()
             if deltas:
                 try:
                     await self.sink.write_parameters(deltas)
                 except BaseException as exc:
-                    self.queue.give_back_params(deltas)
+                    self.queue.give_back(self.queue.params, deltas)
                     if not isinstance(exc, Exception):
                         raise
                     error = self._failed(exc, "parameters")
+                else:
+                    self.queue.stored(self.queue.params, len(deltas))
             for buffer, count in self.queue.pending(names):
                 # Only what was pending when the flush began, so a busy producer cannot stall it.
                 remaining = count
@@ -225,11 +267,12 @@ class Agent:
                         error = self._failed(exc, _what(buffer, self.queue))
                         break
                     self.written += len(chunk)
-                    self.queue.written(len(chunk))
+                    self.queue.stored(buffer, len(chunk))
                     remaining -= len(chunk)
                     if remaining <= 0 or not chunk:
                         break
             await self.sink.flushed()
+            self.queue.free_spool()
             self.flushes += 1
             if self.written > written_before:
                 self._latencies.append(time.monotonic() - started)

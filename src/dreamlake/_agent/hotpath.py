@@ -12,6 +12,7 @@ or calls the queue's slow path ``admit(fields, ticket)``.
 from __future__ import annotations
 
 import itertools
+import struct
 from collections import deque
 from collections.abc import Callable, Generator
 from typing import Any
@@ -39,8 +40,141 @@ class PyGate:
         return next(self._seq)
 
 
+class PySpool:
+    """Python twin of ``_speedups.Spool`` (the record format is described in ``_speedups.c``)."""
+
+    def __init__(
+        self,
+        mapping: Any,
+        epochs_at: int,
+        halves_at: int,
+        half_bytes: int,
+        keys: dict[Any, int],
+        define: Callable[[Any], int],
+        pack: Callable[[Any], bytes],
+    ) -> None:
+        self._map: memoryview | None = memoryview(mapping)
+        self._epochs_at = epochs_at
+        self._halves = (halves_at, halves_at + half_bytes)
+        self.half_bytes = half_bytes
+        self._keys, self._define, self._pack = keys, define, pack
+        self.active = int(self.epoch(1) > self.epoch(0))
+        self.pos = 0
+        self.skipped = 0
+
+    def epoch(self, half: int) -> int:
+        """The epoch of ``half`` (0: free)."""
+        assert self._map is not None
+        return int(struct.unpack_from("<Q", self._map, self._epochs_at + 8 * half)[0])
+
+    @property
+    def sealed(self) -> int | None:
+        """The half waiting to be freed, or None."""
+        return None if self._map is None or not self.epoch(1 - self.active) else 1 - self.active
+
+    def _switch(self) -> bool:
+        other = 1 - self.active
+        if self.epoch(other):
+            return False
+        assert self._map is not None
+        struct.pack_into("<Q", self._map, self._epochs_at + 8 * other, self.epoch(self.active) + 1)
+        self.active, self.pos = other, 0
+        return True
+
+    def rotate(self) -> bool:
+        """Seal the active half if the other is free."""
+        return self._map is not None and self.pos > 0 and self._switch()
+
+    def free(self, half: int) -> None:
+        """Mark a sealed half free: all of it was written."""
+        if self._map is not None and half != self.active:
+            struct.pack_into("<Q", self._map, self._epochs_at + 8 * half, 0)
+
+    def release(self) -> None:
+        """Let go of the mapping (before closing it)."""
+        if self._map is not None:
+            self._map.release()
+            self._map = None
+
+    def write(self, track: int, seq: int, item: dict[Any, Any]) -> int:
+        """Record ``item``: 1 written, 0 no room, -1 not encodable."""
+        parts = []
+        for key, value in item.items():
+            key_id = self._keys.get(key)
+            if key_id is None:
+                key_id = self._define(key)
+            kind = type(value)
+            if value is None or kind is bool:
+                parts.append(struct.pack("<HB", key_id, 0 if value is None else 2 if value else 1))
+            elif kind is float:
+                parts.append(struct.pack("<HBd", key_id, 4, value))
+            elif kind is int and -(2**63) <= value < 2**63:
+                parts.append(struct.pack("<HBq", key_id, 3, value))
+            else:
+                try:
+                    raw, code = (value.encode(), 5) if kind is str else (self._pack(value), 6)
+                except UnicodeEncodeError:
+                    raw, code = self._pack(value), 6
+                parts.append(struct.pack("<HBI", key_id, code, len(raw)) + raw)
+        body = b"".join(parts)
+        size = -(-(24 + len(body)) // 8) * 8
+        if size > self.half_bytes or self._map is None:
+            return -1
+        if self.pos + size > self.half_bytes and not self._switch():
+            return 0
+        at = self._halves[self.active] + self.pos
+        self._map[at + 8 : at + 24] = struct.pack("<IHHQ", track, len(item), 0, seq)
+        self._map[at + 24 : at + 24 + len(body)] = body
+        # The head word last: a record is whole or absent.
+        self._map[at : at + 8] = struct.pack("<II", size, self.epoch(self.active) & 0xFFFFFFFF)
+        self.pos += size
+        return 1
+
+
 class PyFifo(deque[Any]):
     """Python twin of ``_speedups.Fifo`` (a deque: tracked by the garbage collector, unlike it)."""
+
+    appended = 0
+    _spool: PySpool | None = None
+    _track = 0
+
+    def append(self, item: Any) -> bool | None:  # type: ignore[override]
+        """Queue ``item``, recording it in the spool first; False (nothing queued) if it is full."""
+        spool = self._spool
+        if spool is not None and type(item) is dict:
+            try:
+                written = spool.write(self._track, self.appended, item)
+            except Exception:  # too many keys, or a value pack() refuses: queued without a record
+                written = -1
+            if written == 0:
+                return False
+            if written < 0:
+                spool.skipped += 1
+            else:
+                self._last[spool.active] = (spool.epoch(spool.active), self.appended)
+        super().append(item)
+        self.appended += 1
+        return None
+
+    def push(self, item: Any) -> None:
+        """Queue ``item`` without recording it in the spool (it is full and the caller cannot wait)."""
+        if self._spool is not None:
+            self._spool.skipped += 1
+        super().append(item)
+        self.appended += 1
+
+    def attach(self, spool: PySpool | None, track: int = 0) -> None:
+        """Record later items in ``spool`` (or none) as track id ``track``."""
+        self._spool, self._track = spool, track
+        self._last = [(0, -1), (0, -1)]
+
+    def last_in(self, half: int) -> int:
+        """Seq of this Fifo's last record in ``half`` of the spool (in its current epoch), or -1."""
+        spool = self._spool
+        if spool is None:
+            return -1
+        epoch, seq = self._last[half]
+        return seq if epoch and epoch == spool.epoch(half) else -1
 
     def take(self, n: int) -> list[Any]:
         """Remove and return the ``n`` oldest items (or all, if fewer) as a list."""
@@ -66,7 +200,7 @@ class PyTrackCore:
     def __init__(
         self,
         gate: PyGate,
-        items_append: Callable[[dict[str, Any]], None],
+        items_append: Callable[[dict[str, Any]], bool | None],
         admit: Callable[[dict[str, Any], int], Any],
         normalize: Callable[[Any], dict[str, Any]],
         done: Any = None,
@@ -89,10 +223,9 @@ class PyTrackCore:
 def _enqueue(core: PyTrackCore | PyLogCore, fields: dict[Any, Any]) -> Any:
     gate = core._gate
     ticket = next(gate._seq)
-    if ticket - gate.taken < gate.threshold:
-        core._items_append(fields)
+    if ticket - gate.taken < gate.threshold and core._items_append(fields) is not False:
         return core._done
-    return core._admit(fields, ticket)
+    return core._admit(fields, ticket)  # the queue is past its threshold, or the spool is full
 
 
 class PyLogCore:
@@ -103,7 +236,7 @@ class PyLogCore:
     def __init__(
         self,
         gate: PyGate,
-        items_append: Callable[[dict[str, Any]], None],
+        items_append: Callable[[dict[str, Any]], bool | None],
         admit: Callable[[dict[str, Any], int], Any],
         levels: dict[str | None, str],
         clock: Callable[[], float],
@@ -129,6 +262,7 @@ try:
     from .._speedups import Gate as Gate
     from .._speedups import LogCore as LogCore
     from .._speedups import Ready as Ready
+    from .._speedups import Spool as Spool
     from .._speedups import TrackCore as TrackCore
 
     COMPILED = True
@@ -137,5 +271,6 @@ except ImportError:  # built without a C compiler: same behaviour, slower
     Gate = PyGate  # type: ignore[assignment,misc]
     LogCore = PyLogCore  # type: ignore[assignment,misc]
     Ready = PyReady  # type: ignore[assignment,misc]
+    Spool = PySpool  # type: ignore[assignment,misc]
     TrackCore = PyTrackCore  # type: ignore[assignment,misc]
     COMPILED = False

@@ -31,18 +31,30 @@ from .._config import AgentConfig
 from .._exceptions import DreamlakeError, QueueFullError, StorageError
 from .._sinks.base import TrackSpec
 from .hotpath import Fifo, Gate, Ready
+from .spool import LOGS_ID, PARAMS_ID, Spool
 
 
 class TrackBuffer:
-    """Points of one track waiting for the agent."""
+    """Points of one track waiting for the agent.
 
-    __slots__ = ("items", "retry", "spec", "spec_dirty")
+    Each point has a number (its seq): the count of points appended to the track before it. The
+    spool's mark for the track is the seq of its oldest point not yet stored (or dropped).
+    """
+
+    __slots__ = ("id", "in_flight", "items", "retry", "retry_seqs", "spec", "spec_dirty")
 
     def __init__(self, spec: TrackSpec) -> None:
         self.spec = spec
         self.items = Fifo()
         self.retry: list[dict[str, Any]] = []  # taken by a write that failed; written first next time
+        self.retry_seqs: list[int] = []  # their seqs
+        self.in_flight: tuple[list[int], int, int] = ([], 0, 0)  # seqs of the chunk being written
         self.spec_dirty = True
+        self.id: int | None = None  # in the spool
+
+    def unstored(self) -> int:
+        """The seq of the oldest point neither stored nor dropped (with no write in flight)."""
+        return self.retry_seqs[0] if self.retry_seqs else self.items.appended - len(self.items)
 
 
 LOGS = "\x00logs"  # the log entries' buffer; no track name can hold NUL (_schema.names)
@@ -68,10 +80,11 @@ class PointQueue:
         # (for the async face: something to await for that). Every append then takes the slow path.
         self.commit: Callable[[], Any] | None = None
         self._reset()
+        self.spool: Spool | None = None
         self.buffers: dict[str, TrackBuffer] = {}
         self.logs = self.buffer(TrackSpec(LOGS))
         self.logs.spec_dirty = False
-        self.params: list[dict[str, Any]] = []
+        self.params = TrackBuffer(TrackSpec("\x00parameters"))  # its points are parameter changes
 
     def _reset(self) -> None:
         self.gate.reset()
@@ -99,13 +112,68 @@ class PointQueue:
             self._room.notify_all()
 
     def after_fork(self) -> None:
-        """In a forked child: forget the parent's points and its (possibly held) locks."""
-        for buffer in self.buffers.values():
+        """In a forked child: forget the parent's points, spool and (possibly held) locks."""
+        for buffer in (*self.buffers.values(), self.params):
             buffer.items.clear()
-            buffer.retry = []
-            buffer.spec_dirty = buffer is not self.logs
-        self.params = []
+            buffer.retry, buffer.retry_seqs = [], []
+            buffer.spec_dirty = buffer is not self.logs and buffer is not self.params
+        if self.spool is not None:
+            self.spool.forget()  # the child starts its own when it logs
+            self.attach(None)
         self._reset()
+
+    def attach(self, spool: Spool | None) -> None:
+        """Record every later point in ``spool`` (or stop recording)."""
+        with self._lock:
+            self.spool = spool
+            for buffer in (*self.buffers.values(), self.params):
+                self._attach(buffer)
+
+    def _attach(self, buffer: TrackBuffer) -> None:
+        spool = self.spool
+        if spool is None:
+            buffer.id = None
+        elif buffer is self.logs or buffer is self.params:
+            buffer.id = LOGS_ID if buffer is self.logs else PARAMS_ID
+        else:
+            buffer.id = spool.track_id(buffer.spec.name)
+        if buffer.id is None:
+            buffer.items.attach(None)
+        else:
+            assert spool is not None
+            buffer.items.attach(spool.core, buffer.id)
+
+    def close_spool(self) -> None:
+        """Let go of the spool; delete it if everything recorded there is stored."""
+        spool, self.spool = self.spool, None
+        if spool is not None:
+            with self._lock:
+                stored = self.held == 0 and not self.params.retry and not len(self.params.items)
+                for buffer in (*self.buffers.values(), self.params):
+                    buffer.items.attach(None)
+            spool.close(remove=stored)
+
+    def rotate_spool(self) -> None:
+        """Seal the spool's active half (a flush begins), if the other one is free."""
+        if self.spool is not None:
+            with self._lock:
+                self.spool.core.rotate()
+
+    def free_spool(self) -> None:
+        """Free the spool's sealed half if every point in it is stored, and wake waiters for room."""
+        spool = self.spool
+        if spool is None:
+            return
+        with self._lock:
+            half = spool.core.sealed
+            if half is None:
+                return
+            for buffer in (*self.buffers.values(), self.params):
+                last = buffer.items.last_in(half)
+                if last >= 0 and (buffer.in_flight[2] or buffer.in_flight[0] or buffer.unstored() <= last):
+                    return
+            spool.core.free(half)
+        self.release(0)
 
     @contextlib.contextmanager
     def released_for_signal_handler(self) -> Iterator[None]:
@@ -132,6 +200,8 @@ class PointQueue:
             buffer = self.buffers.get(spec.name)
             if buffer is None:
                 buffer = self.buffers[spec.name] = TrackBuffer(spec)
+                if self.spool is not None:
+                    self._attach(buffer)
             return buffer
 
     @property
@@ -147,8 +217,7 @@ class PointQueue:
     def admit(self, buffer: TrackBuffer, fields: dict[str, Any], ticket: int) -> None:
         """Slow path of ``append``: refuse, queue and wake the agent, or apply ``on_full``."""
         if not self._admit_now(buffer, fields, ticket, self.config.on_full):
-            self._wait_for_room(ticket)
-            buffer.items.append(fields)
+            self._wait_for_room(buffer, fields, ticket)
         if self.commit is not None:
             self.commit()
 
@@ -169,21 +238,25 @@ class PointQueue:
         if refusal is not None:
             self.release(1)
             raise refusal
+        spool_full = False
         if ticket - self.gate.taken < self.config.max_queue:
-            buffer.items.append(fields)
-            self.wake()
-            return True
+            spool_full = buffer.items.append(fields) is False
+            self.wake()  # the agent frees the spool's sealed half once it has stored it
+            if not spool_full:
+                return True
         if policy == "block":
             return False
         if policy == "raise":
             self.release(1)
             raise QueueFullError(
-                f"the queue holds {self.config.max_queue} points and the sink has not caught up; "
+                f"the queue holds {self.config.max_queue} points"
+                f"{' (its spool is full)' if spool_full else ''} and the sink has not caught up; "
                 "raise max_queue, flush more often, or choose another on_full policy"
             )
         with self._lock:
-            if policy == "drop_oldest" and self._drop_oldest(buffer):
-                buffer.items.append(fields)
+            # Dropping a queued point frees no room in the spool: with it full, drop the new one.
+            if policy == "drop_oldest" and not spool_full and self._drop_oldest(buffer):
+                buffer.items.push(fields)
             self.dropped += 1
             self.gate.taken += 1
         self._warn_drop()
@@ -199,9 +272,9 @@ class PointQueue:
         victim.items.popleft()
         return True
 
-    def _wait_for_room(self, ticket: int) -> None:
+    def _wait_for_room(self, buffer: TrackBuffer, fields: dict[str, Any], ticket: int) -> None:
         with self._room:
-            while ticket - self.gate.taken >= self.config.max_queue:
+            while not self._put(buffer, fields, ticket):
                 refusal = self.refusal() or self.failure
                 if refusal is not None:
                     self.gate.taken += 1
@@ -214,7 +287,7 @@ class PointQueue:
     async def _wait_for_room_async(self, buffer: TrackBuffer, fields: dict[str, Any], ticket: int) -> None:
         # The async face runs on the agent's own loop: wait for the event release() sets, never block.
         try:
-            while ticket - self.gate.taken >= self.config.max_queue:
+            while not self._put(buffer, fields, ticket):
                 refusal = self.refusal() or self.failure
                 if refusal is not None:
                     raise refusal
@@ -230,9 +303,12 @@ class PointQueue:
         except BaseException:  # refused or cancelled: the ticket leaves, the point was never queued
             self.release(1)
             raise
-        buffer.items.append(fields)
         if self.commit is not None:
             await self.commit()
+
+    def _put(self, buffer: TrackBuffer, fields: dict[str, Any], ticket: int) -> bool:
+        """Queue the point if there is room for it, in the queue and in the spool."""
+        return ticket - self.gate.taken < self.config.max_queue and buffer.items.append(fields) is not False
 
     def _warn_drop(self) -> None:
         if not self._warned_drop:
@@ -282,38 +358,45 @@ class PointQueue:
         with self._lock:
             buffer.spec_dirty = False
             points, buffer.retry = buffer.retry[:limit], buffer.retry[limit:]
+            seqs, buffer.retry_seqs = buffer.retry_seqs[:limit], buffer.retry_seqs[limit:]
+            head = buffer.items.appended - len(buffer.items)
             if len(points) < limit:
                 points.extend(buffer.items.take(limit - len(points)))
-            self.in_flight += len(points)
+            buffer.in_flight = (seqs, head, len(points) - len(seqs))
+            if buffer is not self.params:
+                self.in_flight += len(points)
             return points
 
     def add_params(self, delta: dict[str, Any]) -> None:
         """Queue a parameter change and wake the agent."""
         with self._lock:
-            self.params.append(delta)
+            if self.params.items.append(delta) is False:
+                self.params.items.push(delta)  # a few small changes: not worth blocking for
         self.wake()
 
     def take_params(self) -> list[dict[str, Any]]:
         """Take every queued parameter change, oldest first."""
-        with self._lock:
-            deltas, self.params = self.params, []
-            return deltas
-
-    def give_back_params(self, deltas: list[dict[str, Any]]) -> None:
-        """Return parameter changes whose write failed; they are written first next time."""
-        with self._lock:
-            self.params = deltas + self.params
+        return self.take(self.params, len(self.params.retry) + len(self.params.items))
 
     def give_back(self, buffer: TrackBuffer, points: list[Any]) -> None:
         """Return points whose write failed; they are written first next time."""
         with self._lock:
+            seqs, head, count = buffer.in_flight
+            buffer.in_flight = ([], 0, 0)
             buffer.retry = points + buffer.retry
-            buffer.spec_dirty = True
-            self.in_flight -= len(points)
+            buffer.retry_seqs = seqs + list(range(head, head + count)) + buffer.retry_seqs
+            if buffer is not self.params:
+                buffer.spec_dirty = True
+                self.in_flight -= len(points)
 
-    def written(self, count: int) -> None:
-        """A write of ``count`` taken points finished: they leave memory."""
+    def stored(self, buffer: TrackBuffer, count: int) -> None:
+        """A write of ``count`` taken points finished: they leave memory and the spool."""
         with self._lock:
+            buffer.in_flight = ([], 0, 0)
+            if buffer.id is not None and self.spool is not None:
+                self.spool.mark(buffer.id, buffer.unstored())
+            if buffer is self.params:
+                return
             self.in_flight -= count
         self.release(count)
 

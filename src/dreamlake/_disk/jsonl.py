@@ -134,10 +134,17 @@ class NumberedLog:
         self._count = 0  # lines in the file at that size
         self._before_append = (0, 0)  # size and count before the last append
 
-    def append(self, points: Sequence[dict[str, Any]]) -> tuple[int, int]:
-        """Append ``points``; return ``(first_number, count_after)``. Call with ``lock`` held."""
+    def append(
+        self, points: Sequence[dict[str, Any]], intent: Callable[[int], None] | None = None
+    ) -> tuple[int, int]:
+        """Append ``points``; return ``(first_number, count_after)``. Call with ``lock`` held.
+
+        ``intent(first_number)`` is called before anything is written (the spool records it).
+        """
         fd = self._open()
         size, first = self._tail(fd)
+        if intent is not None:
+            intent(first)
         blob = self._encode(first, points)
         try:
             _write_all(fd, blob)
@@ -161,6 +168,23 @@ class NumberedLog:
     def count(self) -> int:
         """Number of points in the file (repairs a torn tail). Call with ``lock`` held."""
         return self._tail(self._open())[1]
+
+    def stored_prefix(self, first: int, items: Sequence[dict[str, Any]]) -> int:
+        """How many of ``items``, numbered from ``first``, the file holds as they would be written
+        (a write cut short by a kill). Call with ``lock`` held."""
+        fd = self._open()
+        size, count = self._tail(fd)
+        n = min(len(items), count - first)
+        if n <= 0:
+            return 0
+        start = 0 if first == 0 else self._offset(fd, first, size, count)
+        end = size if first + n == count else self._offset(fd, first + n, size, count)
+        stored = os.pread(fd, end - start, start).splitlines(keepends=True)
+        expected = self._encode(first, items[:n]).splitlines(keepends=True)
+        same = 0
+        while same < n and stored[same] == expected[same]:
+            same += 1
+        return same
 
     def read(self, start: int, limit: int) -> tuple[list[dict[str, Any]], int]:
         """Return up to ``limit`` entries from index ``start`` and the track's point count."""

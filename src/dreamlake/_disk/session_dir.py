@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import threading
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,12 +121,15 @@ class SessionDir:
                 track = self._tracks[name] = _Track(name, directory, self._fsync)
             return track
 
-    def write_track(self, spec: TrackSpec, points: Sequence[dict[str, Any]]) -> None:
-        """Append ``points`` (all or none) and bring ``metadata.json`` in step."""
+    def write_track(
+        self, spec: TrackSpec, points: Sequence[dict[str, Any]], intent: Callable[[int], None] | None = None
+    ) -> None:
+        """Append ``points`` (all or none) and bring ``metadata.json`` in step; ``intent(first index)``
+        is called before the points are written."""
         track = self._track(spec.name, create=True)
         assert track is not None
         with track.log.lock:
-            count = track.log.append(points)[1] if points else track.log.count()
+            count = track.log.append(points, intent)[1] if points else track.log.count()
             try:
                 self._write_meta(track, spec, count, wrote=bool(points))
             except BaseException:
@@ -225,10 +228,20 @@ class SessionDir:
             )
         return out
 
-    def write_logs(self, entries: Sequence[dict[str, Any]]) -> None:
+    def stored_prefix(self, name: str | None, first: int, items: Sequence[dict[str, Any]]) -> int:
+        """How many of ``items`` track ``name`` (None: the logs) holds from ``first`` on, as written."""
+        log = self._logs if name is None else getattr(self._track(name, create=False), "log", None)
+        if log is None:
+            return 0
+        with log.lock:
+            return log.stored_prefix(first, items)
+
+    def write_logs(
+        self, entries: Sequence[dict[str, Any]], intent: Callable[[int], None] | None = None
+    ) -> None:
         """Append log entries, numbered under the file lock; all or none."""
         with self._logs.lock:
-            _, count = self._logs.append(entries)
+            _, count = self._logs.append(entries, intent)
             try:
                 # 0.2.x numbers its next entry from this file, so keep it in step.
                 write_bytes_atomic(self._logs.directory / ".log_sequence", str(count).encode(), self._fsync)

@@ -61,6 +61,7 @@ class AsyncSession(SessionCore):
                 f"session {self.name!r} was closed; create a new AsyncSession to log again"
             )
         sink = self._new_sink()
+        self._start_spool(sink)
         agent = Agent(self._queue, sink, max_chunk=LOOP_CHUNK)
         await agent.open()
         task_group = anyio.create_task_group()

@@ -13,6 +13,7 @@ import functools
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 from .._agent.agent import Agent
 from .._agent.hotpath import LogCore
 from .._agent.queue import READY, PointQueue, TrackBuffer
+from .._agent.spool import Spool, half_bytes
 from .._config import DEFAULT_LOCAL_PATH, AgentConfig, Durability, OnFull
 from .._exceptions import (
     ConfigError,
@@ -158,6 +160,23 @@ class SessionCore(LogCore):
     @property
     def _agent(self) -> Agent | None:
         raise NotImplementedError
+
+    def _start_spool(self, sink: Sink) -> None:
+        """Record every point accepted from now on in a spool, so that kill -9 loses none."""
+        if sink.in_memory:
+            return
+        identity = {"workspace": self.workspace, "session": self.name, "remote": self.remote}
+        try:
+            spool = Spool(self.local_path, identity, half_bytes(self.config.max_queue))
+        except OSError as exc:
+            warnings.warn(
+                f"dreamlake: cannot create a spool under {self.local_path} ({exc}); points still "
+                "queued if this process is killed will be lost",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            return
+        self._queue.attach(spool)
 
     def _new_sink(self) -> Sink:
         fields = {

@@ -77,6 +77,7 @@ class Session(SessionCore):
 
     def _start_agent(self) -> None:
         sink = self._new_sink()
+        self._start_spool(sink)
         runner = AgentThread(Agent(self._queue, sink))
         self._queue.waker = runner.wake
         runner.start()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,13 @@ class Sink(abc.ABC):
 
     #: Set by :meth:`open`: the stored session refuses writes (``write_protected`` in session.json).
     write_protected = False
+
+    #: A sink that keeps nothing on disk (``dreamlake.testing``) gets no spool either.
+    in_memory = False
+
+    #: Set by the agent: a sink that numbers points itself (local files) calls it with the track's
+    #: name (None: the logs) and the first index of a write, before writing; see ``_agent/spool.py``.
+    intent: Callable[[str | None, int], None] | None = None
 
     @abc.abstractmethod
     async def open(self) -> None:
@@ -108,6 +115,11 @@ class Sink(abc.ABC):
         """The session is closing: what is handed over from now on is the last, so a bound that
         would make it wait (a remote sink's journal) no longer applies."""
         return None  # nothing to do for a sink that stores as it writes
+
+    async def stored_prefix(self, name: str | None, first: int, points: Sequence[dict[str, Any]]) -> int:
+        """How many of ``points`` a write that began at index ``first`` of track ``name`` (None: the
+        logs) stored before the process died: recovery writes only the rest."""
+        return 0  # a sink that never calls ``intent`` is never asked
 
     async def drain(self) -> None:
         """Wait until everything handed over is stored for good (e.g. acknowledged by a server)."""

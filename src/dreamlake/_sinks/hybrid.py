@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,17 @@ class HybridSink(Sink):
     def __init__(self, local: LocalSink, remote: RemoteSink) -> None:
         self.local = local
         self.remote = remote
+
+    @property
+    def intent(self) -> Callable[[str | None, int], None] | None:
+        return self.local.intent
+
+    @intent.setter
+    def intent(self, value: Callable[[str | None, int], None] | None) -> None:
+        self.local.intent = value  # the local copy numbers points; the server dedups by batch key
+
+    async def stored_prefix(self, name: str | None, first: int, points: Sequence[dict[str, Any]]) -> int:
+        return await self.local.stored_prefix(name, first, points)
 
     async def open(self) -> None:
         await self.local.open()

@@ -7,7 +7,7 @@ the disk.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,13 @@ class LocalSink(Sink):
         self.write_protected = self.dir.write_protected
 
     async def write_track(self, spec: TrackSpec, points: Sequence[dict[str, Any]]) -> None:
-        await _in_thread(self.dir.write_track, spec, points)
+        await _in_thread(self.dir.write_track, spec, points, self._intent(spec.name))
+
+    def _intent(self, name: str | None) -> Callable[[int], None] | None:
+        return None if self.intent is None else functools.partial(self.intent, name)
+
+    async def stored_prefix(self, name: str | None, first: int, points: Sequence[dict[str, Any]]) -> int:
+        return await _in_thread(self.dir.stored_prefix, name, first, points)
 
     async def read_track(self, name: str, start_index: int, limit: int) -> dict[str, Any]:
         return await _in_thread(self.dir.read_track, name, start_index, limit)
@@ -46,7 +52,7 @@ class LocalSink(Sink):
         return await _in_thread(self.dir.list_tracks)
 
     async def write_logs(self, entries: Sequence[dict[str, Any]]) -> None:
-        await _in_thread(self.dir.write_logs, entries)
+        await _in_thread(self.dir.write_logs, entries, self._intent(None))
 
     async def write_parameters(self, deltas: Sequence[dict[str, Any]]) -> None:
         await _in_thread(self.dir.write_parameters, deltas)
