@@ -60,6 +60,11 @@ Methods
    appends; RSS growth (peak RSS, as in 3, minus RSS after open) is compared with the growth of a plain
    list holding ``max_queue`` such dicts (another subprocess), bar <= 1.5x; ``dropped`` must equal
    N - max_queue. Then ``close(timeout=1)`` must raise ``FlushTimeoutError``.
+
+6. Accepted means safe: ``--kill9-trials`` (default 3) subprocesses append 20,000 points with the
+   default options, then SIGKILL themselves right after the last call returned (no close). The
+   session is then reopened (which stores what the dead run's spool held) and the track must hold
+   all 20,000 points, in order, once. Section 1 is also run with ``spool=False``, for the spool's cost.
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ import math
 import os
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -200,11 +206,14 @@ def bare_calls(lst: list[dict[str, Any]], n: int) -> list[int]:
     return out
 
 
-def bench_append(root: Path, rounds: int, block: int, per_call: int, slices: int) -> dict[str, Any]:
+def bench_append(
+    root: Path, rounds: int, block: int, per_call: int, slices: int, spool: bool = True
+) -> dict[str, Any]:
     """Section 1; see the module docstring. Each side gets ``block`` + ``per_call`` calls per round."""
     bound = 2 * max(block, per_call)
     session = Session(
-        "append", WORKSPACE, local_path=root, batch_size=bound, max_queue=bound, flush_interval=3600.0
+        "append", WORKSPACE, local_path=root, batch_size=bound, max_queue=bound, flush_interval=3600.0,
+        spool=spool,
     )
     sides = ("dreamlake", "baseline")
     means: dict[str, list[float]] = {side: [] for side in sides}
@@ -466,6 +475,39 @@ def child_list(n: int) -> dict[str, Any]:
     return {"rss_growth": max(rss(), peak_rss()) - rss0, "len": len(lst)}
 
 
+KILL9_BURST = 20_000
+
+
+def child_burst(directory: Path) -> None:
+    """Section 6: append a burst, then die by SIGKILL right after the last call returned."""
+    session = Session("burst", WORKSPACE, local_path=directory).open()  # default options
+    track = session.track(TRACK)
+    for i in range(KILL9_BURST):
+        track.append(value=0.5, step=i)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def bench_kill9(root: Path, trials: int) -> dict[str, Any]:
+    """Section 6: what a burst killed right after its last call keeps, once the session is reopened."""
+    kept, on_disk = [], []
+    for trial in range(trials):
+        directory = root / str(trial)
+        cmd = [sys.executable, __file__, "--child", "burst", "--child-dir", str(directory)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=clean_env(), check=False)
+        if proc.returncode != -signal.SIGKILL:
+            raise RuntimeError(f"burst child ended with {proc.returncode}: {proc.stderr}")
+        path = track_file(directory, "burst")
+        on_disk.append(path.read_bytes().count(b"\n") if path.exists() else 0)
+        started = time.perf_counter()
+        with Session("burst", WORKSPACE, local_path=directory) as session:
+            stats = session.track(TRACK).stats()
+        recovery_s = time.perf_counter() - started
+        check = verify_jsonl(path, KILL9_BURST)
+        kept.append({"points": stats["totalDataPoints"], "ok": check["ok"], "reopen_s": recovery_s})
+        shutil.rmtree(directory, ignore_errors=True)
+    return {"burst": KILL9_BURST, "trials": kept, "on_disk_before_reopen": on_disk}
+
+
 def child_main(args: argparse.Namespace) -> None:
     directory = Path(args.child_dir)
     result: dict[str, Any]
@@ -479,6 +521,8 @@ def child_main(args: argparse.Namespace) -> None:
         result = child_stalled(directory, args.stall_points, args.stall_max_queue)
     elif args.child == "list":
         result = child_list(args.stall_max_queue)
+    elif args.child == "burst":
+        child_burst(directory)
     else:
         raise SystemExit(f"unknown child mode {args.child!r}")
     print(json.dumps(result), flush=True)
@@ -588,6 +632,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--big-track", type=int, default=None, help="tail-read big track (default 2M)")
     parser.add_argument("--stall-points", type=int, default=None, help="stalled-sink appends (default 2M)")
     parser.add_argument("--stall-max-queue", type=int, default=None, help="stalled max_queue (200,000)")
+    parser.add_argument("--kill9-trials", type=int, default=3, help="kill -9 burst trials (default 3)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--child-dir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -643,6 +688,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         step(f"append() cost: {args.rounds} rounds")
         results["append"] = bench_append(tmp / "append", args.rounds, args.block, args.per_call, args.slices)
         shutil.rmtree(tmp / "append", ignore_errors=True)
+        step(f"append() cost without the spool (spool=False): {args.rounds} rounds")
+        results["append_unspooled"] = bench_append(
+            tmp / "append", args.rounds, args.block, args.per_call, args.slices, spool=False
+        )
+        shutil.rmtree(tmp / "append", ignore_errors=True)
 
         step(f"end to end and peak RSS: {args.e2e_runs} x {args.points:,} points (subprocesses)")
         e2e: list[dict[str, Any]] = []
@@ -667,6 +717,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         extra = ["--stall-points", str(args.stall_points), "--stall-max-queue", str(args.stall_max_queue)]
         results["list"] = run_child("list", tmp / "list", *extra)
         results["stalled"] = run_child("stalled", tmp / "stalled", *extra)
+
+        step(f"kill -9 right after a burst of {KILL9_BURST:,} appends: {args.kill9_trials} trials")
+        results["kill9"] = bench_kill9(tmp / "kill9", args.kill9_trials)
         step("")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -703,6 +756,9 @@ def build_rows(args: argparse.Namespace, results: dict[str, Any]) -> list[Row]:
     p_dl, p_base = ap["p99_ns"]["dreamlake"], ap["p99_ns"]["baseline"]
     rows.append(row("append() p99 per call", ns(p_dl), ns(p_base), ap["p99_ratio"],
                     "dreamlake < 10 us", p_dl < 10_000))
+    off = results["append_unspooled"]
+    rows.append(row("append() mean per call, spool=False", ns(off["mean_ns"]["dreamlake"]),
+                    ns(off["mean_ns"]["baseline"]), off["mean_ratio"], "info", None))
 
     n = args.points
     e2e_s = statistics.median(r["seconds"] for r in results["e2e"]["runs"])
@@ -738,6 +794,13 @@ def build_rows(args: argparse.Namespace, results: dict[str, Any]) -> list[Row]:
                     f"{st['stats']['dropped']:,}; {'FlushTimeoutError' if st['close_error'] else 'returned'}",
                     f"{expected:,} (N - max_queue); FlushTimeoutError", None, "equal",
                     st["stats"]["dropped"] == expected and bool(st["close_error"])))
+    k9 = results["kill9"]
+    kept = [t["points"] for t in k9["trials"]]
+    rows.append(row(f"kill -9 right after {k9['burst']:,} appends: points kept after reopening",
+                    f"{100 * min(kept) / k9['burst']:.1f}% (min of {len(kept)}; "
+                    f"{max(k9['on_disk_before_reopen']):,} on disk before)",
+                    f"{k9['burst']:,} appended", None, "100%, exactly once",
+                    all(k == k9["burst"] and t["ok"] for k, t in zip(kept, k9["trials"], strict=True))))
     return rows
 
 

@@ -40,6 +40,9 @@ class AgentConfig:
             ``"sync"``: every ``append``/``log``/``set`` returns only once it is fsynced; slow.
             In remote mode the levels apply to the journal, and ``"sync"`` returns once the
             server has acknowledged the call.
+        spool: Record every accepted point in a file mapped into memory (``_agent/spool.py``), so
+            that kill -9 loses nothing accepted: the next run stores it. Off, kill -9 loses what
+            ``durability`` says.
         max_journal: Remote mode: bytes of unacknowledged batches kept in the local journal while
             the server is slow or down; past it the agent's writes wait, so the queue fills and
             ``on_full`` applies.
@@ -52,6 +55,7 @@ class AgentConfig:
     close_timeout: float = 60.0
     durability: Durability = "buffered"
     max_journal: int = 1024**3  # bytes of unacknowledged batches a remote session keeps on disk
+    spool: bool = True
 
     def __post_init__(self) -> None:
         if self.on_full not in ON_FULL_POLICIES:
@@ -60,6 +64,8 @@ class AgentConfig:
             raise ConfigError(
                 f"durability must be one of {DURABILITY_LEVELS}, got {self.durability!r}"
             )
+        if not isinstance(self.spool, bool):
+            raise ConfigError(f"spool must be True or False, got {self.spool!r}")
         for name in ("max_queue", "batch_size", "max_journal"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -99,6 +105,12 @@ def _parse_env(var: str, raw: str, default: Any) -> Any:
     kind = type(default)
     if kind is str:
         return raw
+    if kind is bool:
+        flag = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False,
+                "off": False}.get(raw.strip().lower())
+        if flag is None:
+            raise ConfigError(f"{var}={raw!r} is not a valid switch (use 1/0, true/false, yes/no, on/off)")
+        return flag
     try:
         return kind(raw)
     except ValueError:

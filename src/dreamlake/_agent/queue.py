@@ -259,7 +259,7 @@ class PointQueue:
                 buffer.items.push(fields)
             self.dropped += 1
             self.gate.taken += 1
-        self._warn_drop()
+        self._warn_drop(spool_full)
         return True
 
     def _drop_oldest(self, preferred: TrackBuffer) -> bool:
@@ -310,11 +310,12 @@ class PointQueue:
         """Queue the point if there is room for it, in the queue and in the spool."""
         return ticket - self.gate.taken < self.config.max_queue and buffer.items.append(fields) is not False
 
-    def _warn_drop(self) -> None:
+    def _warn_drop(self, spool_full: bool) -> None:
         if not self._warned_drop:
             self._warned_drop = True
+            full = "its spool" if spool_full else f"the queue of {self.config.max_queue} points"
             warnings.warn(
-                f"dreamlake dropped points: the queue of {self.config.max_queue} points was full "
+                f"dreamlake dropped points: {full} was full "
                 f"(on_full={self.config.on_full!r}); see session.agent_stats()['dropped']",
                 RuntimeWarning,
                 stacklevel=4,

@@ -72,6 +72,7 @@ class SessionCore(LogCore):
         close_timeout: float | None = None,
         durability: Durability | None = None,
         max_journal: int | None = None,
+        spool: bool | None = None,
     ) -> None:
         self.name = check_name("session", name)
         self.workspace = check_name("workspace", workspace)
@@ -97,6 +98,7 @@ class SessionCore(LogCore):
                 "close_timeout": close_timeout,
                 "durability": durability,
                 "max_journal": max_journal,
+                "spool": spool,
             }
         )
         root = local_path or os.environ.get("DREAMLAKE_LOCAL_PATH") or DEFAULT_LOCAL_PATH
@@ -163,7 +165,7 @@ class SessionCore(LogCore):
 
     def _start_spool(self, sink: Sink) -> None:
         """Record every point accepted from now on in a spool, so that kill -9 loses none."""
-        if sink.in_memory:
+        if sink.in_memory or not self.config.spool:
             return
         identity = {"workspace": self.workspace, "session": self.name, "remote": self.remote}
         try:
