@@ -11,6 +11,8 @@ import mmap
 import os
 import random
 import signal
+import subprocess
+import sys
 import threading
 import warnings
 from pathlib import Path
@@ -265,6 +267,18 @@ def test_compiled_and_python_spools_write_the_same_records(tmp_path: Path) -> No
         core.release()
         mapping.close()
     assert records[0] == records[1]
+
+
+def test_dreamlake_recover_stores_dead_runs_without_opening_them(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    burst(root, "scalar", 5000, 4999)
+    recover = [sys.executable, "-m", "dreamlake", "recover", "--local-path", str(root)]
+    done = subprocess.run(recover, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert f"{WORKSPACE}/{SESSION}: 5000 points" in done.stdout
+    assert read_points(root, "train%2Floss") == [expected_point("scalar", i) for i in range(5000)]
+    again = subprocess.run(recover, capture_output=True, text=True, timeout=60)
+    assert (again.returncode, again.stdout) == (0, "")
 
 
 def test_orphans_skip_this_process_and_live_owners(tmp_path: Path) -> None:

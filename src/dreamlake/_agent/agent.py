@@ -40,6 +40,7 @@ class Agent:
         self.written = 0
         self.write_errors = 0
         self.flushes = 0
+        self.recovered = 0  # items stored from dead runs' spools at open
         self._last_error: StorageError | None = None
         self._warned = False
         self._latencies: deque[float] = deque(maxlen=1024)  # seconds, of flushes that wrote
@@ -82,11 +83,13 @@ class Agent:
         if track_id == PARAMS_ID:  # merging a change twice changes nothing
             await self.sink.write_parameters(records)
             orphan.mark(track_id, len(records))
+            self.recovered += len(records)
             return
         name = None if track_id == LOGS_ID else orphan.names[track_id]
         done = 0
         if track_id in orphan.intents:  # the dead writer was writing these: did it get that far?
             done = await self.sink.stored_prefix(name, orphan.intents[track_id], records)
+        self.recovered += len(records) - done
         self.sink.intent = lambda _name, first: orphan.intent(track_id, first)
         try:
             while done < len(records):
@@ -227,6 +230,8 @@ class Agent:
             "dropped": self.queue.dropped,
             "writeErrors": self.write_errors,
             "flushes": self.flushes,
+            "recovered": self.recovered,
+            "unspooled": self.queue.unspooled,
             "lastError": None if self._last_error is None else str(self._last_error),
             "flushLatencyMs": {
                 name: round(_percentile(latencies, q) * 1000, 3) if latencies else None

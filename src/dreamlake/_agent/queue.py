@@ -81,6 +81,7 @@ class PointQueue:
         self.commit: Callable[[], Any] | None = None
         self._reset()
         self.spool: Spool | None = None
+        self._unspooled = 0  # of spools let go
         self.buffers: dict[str, TrackBuffer] = {}
         self.logs = self.buffer(TrackSpec(LOGS))
         self.logs.spec_dirty = False
@@ -143,6 +144,12 @@ class PointQueue:
             assert spool is not None
             buffer.items.attach(spool.core, buffer.id)
 
+    @property
+    def unspooled(self) -> int:
+        """Points queued without a spool record (too many fields, too big, the spool's names full)."""
+        spool = self.spool
+        return self._unspooled + (0 if spool is None else spool.core.skipped)
+
     def close_spool(self) -> None:
         """Let go of the spool; delete it if everything recorded there is stored."""
         spool, self.spool = self.spool, None
@@ -151,6 +158,7 @@ class PointQueue:
                 stored = self.held == 0 and not self.params.retry and not len(self.params.items)
                 for buffer in (*self.buffers.values(), self.params):
                     buffer.items.attach(None)
+            self._unspooled += spool.core.skipped
             spool.close(remove=stored)
 
     def rotate_spool(self) -> None:

@@ -235,6 +235,20 @@ def orphans(root: Path, match: Callable[[dict[str, Any]], bool]) -> Iterator[Orp
             yield orphan
 
 
+def dead_sessions(root: Path) -> list[dict[str, Any]]:
+    """The sessions (identities) that dead writers' spools under ``root`` belong to."""
+    found: list[dict[str, Any]] = []
+
+    def note(identity: dict[str, Any]) -> bool:
+        if identity not in found:
+            found.append(identity)
+        return False  # only looking: the session's own open() recovers it
+
+    for _ in orphans(root, note):
+        pass
+    return found
+
+
 def _claim(path: Path) -> Orphan | None:
     """Lock and read a dead writer's spool, or None (alive, claimed by another process, or gone)."""
     try:

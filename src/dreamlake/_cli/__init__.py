@@ -6,13 +6,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from . import serve, sync, token
+from . import recover, serve, sync, token
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``dreamlake <command> ...``; returns the exit status."""
     parser = argparse.ArgumentParser(prog="dreamlake", description="dreamlake experiment tracking")
     commands = parser.add_subparsers(dest="command", required=True)
+    recover.add_parser(commands)
     serve.add_parser(commands)
     sync.add_parser(commands)
     token.add_parser(commands)

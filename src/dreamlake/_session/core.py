@@ -146,7 +146,7 @@ class SessionCore(LogCore):
         agent = self._agent  # kept after close(), so the final counters stay readable
         if agent is None:
             return {"written": 0, "queued": 0, "dropped": self._queue.dropped, "writeErrors": 0,
-                    "flushes": 0, "lastError": None,
+                    "flushes": 0, "recovered": 0, "unspooled": 0, "lastError": None,
                     "flushLatencyMs": dict.fromkeys(("p50", "p90", "p99", "max"))}
         return agent.stats()
 
@@ -167,7 +167,8 @@ class SessionCore(LogCore):
         """Record every point accepted from now on in a spool, so that kill -9 loses none."""
         if sink.in_memory or not self.config.spool:
             return
-        identity = {"workspace": self.workspace, "session": self.name, "remote": self.remote}
+        identity = {"workspace": self.workspace, "session": self.name, "remote": self.remote,
+                    "hybrid": self._hybrid}
         try:
             spool = Spool(self.local_path, identity, half_bytes(self.config.max_queue))
         except OSError as exc:
