@@ -388,6 +388,7 @@ static PyTypeObject LogCoreType = {
 enum { V_NONE, V_FALSE, V_TRUE, V_INT, V_FLOAT, V_STR, V_PACKED };
 #define RECORD_HEAD 24
 #define MAX_FIELDS 64
+#define KEY_CACHE 8
 
 typedef struct {
     PyObject_HEAD
@@ -401,6 +402,8 @@ typedef struct {
     PyObject *define;    /* define(key) -> id: records a new key before any record uses it */
     PyObject *pack;      /* pack(value) -> bytes: the fallback encoding */
     Py_ssize_t skipped;  /* items that could not be encoded (queued, not spooled) */
+    PyObject *cached_keys[KEY_CACHE]; /* the key last seen at each field position (strong refs) */
+    uint16_t cached_ids[KEY_CACHE];
 } Spool;
 
 static int Spool_init(Spool *self, PyObject *args, PyObject *kwargs) {
@@ -445,12 +448,36 @@ static int Spool_switch(Spool *self) {
     return 1;
 }
 
+/* The id of field key `key`: from the cache of the last keys seen at position `i` (a call site
+ * passes the same key objects every time), else from `keys`, else a new one from define(). */
+static int Spool_key_id(Spool *self, int i, PyObject *key) {
+    if (i < KEY_CACHE && self->cached_keys[i] == key) return self->cached_ids[i];
+    PyObject *id = PyDict_GetItemWithError(self->keys, key);
+    if (id == NULL) {
+        if (PyErr_Occurred()) return -1;
+        id = PyObject_CallOneArg(self->define, key);
+        if (id == NULL) return -1;
+        Py_DECREF(id); /* define() stored it in keys, which keeps it alive */
+    }
+    long value = PyLong_AsLong(id);
+    if (value < 0 || value > 0xFFFF) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "key id out of range");
+        return -1;
+    }
+    if (i < KEY_CACHE) {
+        Py_XSETREF(self->cached_keys[i], Py_NewRef(key)); /* a strong reference: the address stays its */
+        self->cached_ids[i] = (uint16_t)value;
+    }
+    return (int)value;
+}
+
 /* Encode `item` (a dict) as a record of `track` numbered `seq`: 1 written, 0 no room, -1 error. */
 static int Spool_write(Spool *self, uint32_t track, Py_ssize_t seq, PyObject *item) {
     Py_ssize_t n = PyDict_GET_SIZE(item), pos = 0, size = RECORD_HEAD;
     if (n > MAX_FIELDS || self->view.buf == NULL) return -1;
     uint16_t ids[MAX_FIELDS];
     unsigned char types[MAX_FIELDS];
+    union { double d; long long i; } nums[MAX_FIELDS];
     PyObject *owned[MAX_FIELDS]; /* the packed bytes of fields that needed it */
     const char *strs[MAX_FIELDS];
     Py_ssize_t lens[MAX_FIELDS];
@@ -460,27 +487,20 @@ static int Spool_write(Spool *self, uint32_t track, Py_ssize_t seq, PyObject *it
      * written to the mapping until pass 2, which runs without calling Python. */
     while (PyDict_Next(item, &pos, &key, &value)) {
         owned[i] = NULL;
-        PyObject *id = PyDict_GetItemWithError(self->keys, key);
-        if (id == NULL) {
-            if (PyErr_Occurred()) goto done;
-            id = PyObject_CallOneArg(self->define, key);
-            if (id == NULL) goto done;
-            Py_DECREF(id); /* define() stored it in keys, which keeps it alive */
-        }
-        ids[i] = (uint16_t)PyLong_AsLong(id);
+        int id = Spool_key_id(self, i, key);
+        if (id < 0) goto done;
+        ids[i] = (uint16_t)id;
         PyTypeObject *type = Py_TYPE(value);
-        if (value == Py_None) {
-            types[i] = V_NONE;
-            size += 3;
-        } else if (type == &PyBool_Type) {
-            types[i] = value == Py_True ? V_TRUE : V_FALSE;
-            size += 3;
-        } else if (type == &PyFloat_Type) {
+        if (type == &PyFloat_Type) {
             types[i] = V_FLOAT;
+            nums[i].d = PyFloat_AS_DOUBLE(value);
             size += 11;
-        } else if (type == &PyLong_Type && (PyLong_AsLongLong(value) != -1 || !PyErr_Occurred())) {
+        } else if (type == &PyLong_Type && ((nums[i].i = PyLong_AsLongLong(value)) != -1 || !PyErr_Occurred())) {
             types[i] = V_INT;
             size += 11;
+        } else if (value == Py_None || type == &PyBool_Type) {
+            types[i] = value == Py_None ? V_NONE : value == Py_True ? V_TRUE : V_FALSE;
+            size += 3;
         } else if (type == &PyUnicode_Type && (strs[i] = PyUnicode_AsUTF8AndSize(value, &lens[i])) != NULL) {
             types[i] = V_STR;
             size += 7 + lens[i];
@@ -515,19 +535,12 @@ static int Spool_write(Spool *self, uint32_t track, Py_ssize_t seq, PyObject *it
     memcpy(record + 12, &fields, 2);
     memcpy(record + 14, &zero, 2);
     memcpy(record + 16, &u64, 8);
-    pos = 0;
     for (int f = 0; f < i; f++) {
-        PyDict_Next(item, &pos, &key, &value);
         memcpy(out, &ids[f], 2);
         out[2] = (char)types[f];
         out += 3;
-        if (types[f] == V_FLOAT) {
-            double d = PyFloat_AS_DOUBLE(value);
-            memcpy(out, &d, 8);
-            out += 8;
-        } else if (types[f] == V_INT) {
-            long long v = PyLong_AsLongLong(value);
-            memcpy(out, &v, 8);
+        if (types[f] == V_FLOAT || types[f] == V_INT) {
+            memcpy(out, &nums[f], 8);
             out += 8;
         } else if (types[f] == V_STR || types[f] == V_PACKED) {
             uint32_t len = (uint32_t)lens[f];
@@ -584,6 +597,7 @@ static int Spool_traverse(Spool *self, visitproc visit, void *arg) {
 }
 
 static int Spool_clear(Spool *self) {
+    for (int i = 0; i < KEY_CACHE; i++) Py_CLEAR(self->cached_keys[i]);
     Py_CLEAR(self->keys);
     Py_CLEAR(self->define);
     Py_CLEAR(self->pack);
