@@ -230,9 +230,9 @@ class SessionDir:
 
     def stored_prefix(self, name: str | None, first: int, items: Sequence[dict[str, Any]]) -> int:
         """How many of ``items`` track ``name`` (None: the logs) holds from ``first`` on, as written."""
-        log = self._logs if name is None else getattr(self._track(name, create=False), "log", None)
-        if log is None:
-            return 0
+        # create=True: a kill between the data and metadata.json leaves a track with no metadata.
+        track = None if name is None else self._track(name, create=True)
+        log = self._logs if track is None else track.log
         with log.lock:
             return log.stored_prefix(first, items)
 
