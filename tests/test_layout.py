@@ -21,7 +21,7 @@ ALLOWED: dict[str, set[str]] = {
     "_agent": {"_sinks", "_schema", "_config", "_exceptions", "_speedups"},
     "_session": {"_agent", "_sinks", "_schema", "_config", "_exceptions"},
     "server": {"_schema", "_disk", "_exceptions"},
-    "_cli": {"server", "_schema", "_disk", "_exceptions", "_config", "_session", "_sinks"},
+    "_cli": {"server", "_schema", "_disk", "_exceptions", "_config", "_session", "_sinks", "_agent"},
     "__init__": {"_session", "_config", "_exceptions"},
     "testing": {"_sinks", "_schema", "_exceptions"},
     "__main__": {"_cli"},

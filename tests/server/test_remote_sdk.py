@@ -162,34 +162,6 @@ def test_dead_server_then_sync_sends_everything_once(tmp_path: Path) -> None:
     assert journals(tmp_path / "root") == []
 
 
-KILLED = """
-import os, signal
-from dreamlake import Session
-s = Session("killed", {ws!r}, remote={url!r}, api_key={token!r}, flush_interval=3600.0).open()
-t = s.track("t")
-for i in range(20_000):
-    t.append(i=i)
-s.log("last words")
-os.kill(os.getpid(), signal.SIGKILL)
-"""
-
-
-def test_a_killed_remote_run_is_recovered_and_sent_once_by_sync(tmp_path: Path, server: ServerProcess,
-                                                                token: str) -> None:
-    root = tmp_path / "root"
-    env = {**os.environ, "DREAMLAKE_LOCAL_PATH": str(root)}
-    script = KILLED.format(ws=WS, url=server.url, token=token)
-    child = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
-    assert child.returncode == -9, child.stderr
-    assert len(list((root / ".spool").iterdir())) == 1  # nothing was sent: it is all in the spool
-    sync = [sys.executable, "-m", "dreamlake", "sync", "--local-path", str(root), "--api-key", token]
-    for _ in range(2):  # the second run finds nothing left
-        done = subprocess.run(sync, capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, done.stderr
-    assert [p["data"]["i"] for p in server_points(server, token, "killed", "t")] == list(range(20_000))
-    assert list((root / ".spool").iterdir()) == []
-
-
 N_RESTART = 300_000
 
 

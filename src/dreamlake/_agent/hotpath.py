@@ -1,12 +1,13 @@
 """The hot paths, compiled from ``_speedups.c`` when the install could build it, else this module's
 Python twins with the same behaviour (about 2x slower): ``Track.append``, ``Session.log``, the
-queue of each track (``Fifo``), and the framing of encoded points as numbered JSONL lines.
+queue of each track (``Fifo``, which first records each item in the session's ``Spool``, see
+``_agent/spool.py``), and the framing of encoded points as numbered JSONL lines.
 
 ``Gate`` holds one session's queue counters: tickets handed out, points ``taken`` out of memory, and
 the ``threshold`` below which ``ticket - taken`` sends a point straight to its track's deque (see
 ``_agent/queue.py``). ``TrackCore.append`` checks each field against the JSON scalar types (anything else
 goes through ``normalize``, which copies or raises), takes a ticket, and either appends to the deque
-or calls the queue's slow path ``admit(fields, ticket)``.
+or calls the queue's slow path ``admit(fields, ticket)`` (also when the spool is full).
 """
 
 from __future__ import annotations

@@ -264,7 +264,8 @@ class PointQueue:
         with self._lock:
             # Dropping a queued point frees no room in the spool: with it full, drop the new one.
             if policy == "drop_oldest" and not spool_full and self._drop_oldest(buffer):
-                buffer.items.push(fields)
+                if buffer.items.append(fields) is False:  # the spool filled meanwhile
+                    buffer.items.push(fields)
             self.dropped += 1
             self.gate.taken += 1
         self._warn_drop(spool_full)

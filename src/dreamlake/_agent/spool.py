@@ -182,6 +182,7 @@ class Orphan:
     records: dict[int, list[dict[Any, Any]]] = field(default_factory=dict)
     seqs: dict[int, list[int]] = field(default_factory=dict)
     intents: dict[int, int] = field(default_factory=dict)
+    keys: dict[int, Any] = field(default_factory=dict)
     _fd: int = -1
     _map: mmap.mmap | None = None
 
@@ -232,6 +233,7 @@ def orphans(root: Path, match: Callable[[dict[str, Any]], bool]) -> Iterator[Orp
         elif not match(orphan.identity):
             orphan.release()
         else:
+            _read_records(orphan)
             yield orphan
 
 
@@ -272,7 +274,7 @@ def _read(path: Path, fd: int) -> Orphan | None:
     if size < HALVES_AT:
         return None
     spool = mmap.mmap(fd, size, mmap.MAP_SHARED)
-    magic, half, *epochs = struct.unpack_from("<8sQQQ", spool, 0)
+    magic, half = struct.unpack_from("<8sQ", spool, 0)
     if magic != MAGIC or size < HALVES_AT + 2 * half:
         spool.close()
         return None
@@ -282,10 +284,19 @@ def _read(path: Path, fd: int) -> Orphan | None:
         return None
     identity, tracks, keys = names
     orphan = Orphan(path, identity, names={i: n for n, i in tracks.items()}, _fd=fd, _map=spool)
+    orphan.keys = keys
+    return orphan
+
+
+def _read_records(orphan: Orphan) -> None:
+    """Decode the records the dead writer had not marked stored, oldest half first."""
+    spool = orphan._map
+    assert spool is not None
+    half, *epochs = struct.unpack_from("<QQQ", spool, 8)
     consumed = {}
     for half_no in sorted((h for h in (0, 1) if epochs[h]), key=lambda h: epochs[h]):
         start = HALVES_AT + half * half_no
-        for track_id, seq, fields in _records(spool, start, start + half, epochs[half_no], keys):
+        for track_id, seq, fields in _records(spool, start, start + half, epochs[half_no], orphan.keys):
             if track_id not in consumed:
                 consumed[track_id], intent = SLOT.unpack_from(spool, TABLE_AT + SLOT.size * track_id)
                 if intent:
@@ -295,7 +306,6 @@ def _read(path: Path, fd: int) -> Orphan | None:
             if track_id in (LOGS_ID, PARAMS_ID) or track_id in orphan.names:
                 orphan.records.setdefault(track_id, []).append(fields)
                 orphan.seqs.setdefault(track_id, []).append(seq)
-    return orphan
 
 
 def _read_names(spool: mmap.mmap) -> tuple[dict[str, Any], dict[str, int], dict[int, Any]] | None:

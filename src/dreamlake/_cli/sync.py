@@ -19,7 +19,6 @@ import httpx
 from .._config import DEFAULT_LOCAL_PATH
 from .._sinks.journal import Journal, find_journals
 from .._sinks.sender import RemoteError, Sender
-from .recover import recover_all
 
 
 def add_parser(commands: Any) -> None:
@@ -38,11 +37,10 @@ def run(args: argparse.Namespace) -> int:
     if not api_key:
         print("dreamlake sync: give --api-key or set DREAMLAKE_API_KEY", file=sys.stderr)
         return 2
-    unrecovered = recover_all(root, api_key)  # spools of killed runs become journal entries first
     left = anyio.run(_sync_all, root, args.remote, api_key)
     for path, why in left:
         print(f"not sent: {path}: {why}", file=sys.stderr)
-    return 1 if left or unrecovered else 0
+    return 1 if left else 0
 
 
 async def _sync_all(root: Path, url: str | None, api_key: str) -> list[tuple[Path, str]]:

@@ -165,10 +165,11 @@ class SessionCore(LogCore):
 
     def _start_spool(self, sink: Sink) -> None:
         """Record every point accepted from now on in a spool, so that kill -9 loses none."""
-        if sink.in_memory or not self.config.spool:
+        # Local mode only for now: in remote mode the journal takes points over from the spool in a
+        # worker thread, and a kill between the two would send a batch twice (see the README).
+        if sink.in_memory or not self.config.spool or self.remote is not None:
             return
-        identity = {"workspace": self.workspace, "session": self.name, "remote": self.remote,
-                    "hybrid": self._hybrid}
+        identity = {"workspace": self.workspace, "session": self.name}
         try:
             spool = Spool(self.local_path, identity, half_bytes(self.config.max_queue))
         except OSError as exc:
