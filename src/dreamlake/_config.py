@@ -40,9 +40,9 @@ class AgentConfig:
             ``"sync"``: every ``append``/``log``/``set`` returns only once it is fsynced; slow.
             In remote mode the levels apply to the journal, and ``"sync"`` returns once the
             server has acknowledged the call.
-        spool: Record every accepted point in a file mapped into memory (``_agent/spool.py``), so
-            that kill -9 loses nothing accepted: the next run stores it. Off, kill -9 loses what
-            ``durability`` says.
+        spool: Local mode: record every accepted point in a file mapped into memory
+            (``_agent/spool.py``), so that kill -9 loses nothing accepted: the next run stores it.
+            Off (and in remote mode, for now), kill -9 loses what was not flushed yet.
         max_journal: Remote mode: bytes of unacknowledged batches kept in the local journal while
             the server is slow or down; past it the agent's writes wait, so the queue fills and
             ``on_full`` applies.

@@ -82,10 +82,10 @@ def half_bytes(max_queue: int) -> int:
 class Spool:
     """The spool of one writer: the file, its mapping, and the names its records refer to."""
 
-    def __init__(self, root: Path, identity: dict[str, Any], half: int, writer: str | None = None) -> None:
+    def __init__(self, root: Path, identity: dict[str, Any], half: int) -> None:
         from .hotpath import Spool as Core  # the compiled writer, or its Python twin
 
-        self.writer = writer or secrets.token_hex(8)
+        self.writer = secrets.token_hex(8)
         directory = Path(root) / DIRECTORY
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / f"{self.writer}.spool"
@@ -151,23 +151,21 @@ class Spool:
             self.intent(track_id, first_index)
 
     def close(self, remove: bool) -> None:
-        """Unmap and unlock; with ``remove``, delete the files (everything in them is stored)."""
+        """Unmap and unlock; with ``remove``, delete the file (everything in it is stored)."""
         if self._fd < 0:
             return
         if remove:  # unlinked while still locked, so no recovery can start on a removed spool
             self.path.unlink(missing_ok=True)
-        self.core.release()
-        self._map.close()
-        os.close(self._fd)
-        self._fd = -1
+        self.forget()
         with _ours_lock:
             _ours.discard(self.path)
 
     def forget(self) -> None:
-        """In a forked child: drop the parent's spool without touching its files or its lock."""
+        """Unmap and close, leaving the file; alone, in a forked child (the parent's spool lives on:
+        the child holds no lock on it, as POSIX locks are not inherited, so closing drops none)."""
         self.core.release()
         self._map.close()
-        os.close(self._fd)  # the child holds no lock (POSIX locks are not inherited), so none is lost
+        os.close(self._fd)
         self._fd = -1
 
 
