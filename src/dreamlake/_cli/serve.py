@@ -19,6 +19,13 @@ def add_parser(commands: Any) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port; 0 picks a free one (default 8000)")
     p.add_argument("--data", type=Path, default=Path(".dreamlake-server"), help="where both tiers live")
+    p.add_argument("--hot", default=None, metavar="URL", help="mongodb://... (default: SQLite in --data)")
+    p.add_argument(
+        "--cold",
+        default=None,
+        metavar="URL",
+        help="s3://bucket/prefix for the cold tier (default: a directory in --data); AWS_* variables apply",
+    )
     p.add_argument("--chunk-size", type=int, default=10_000, help="points per cold-tier chunk")
     p.add_argument("--dev", action="store_true", help="also accept 0.2.x self-made tokens (loopback only)")
     p.add_argument("--jwt-secret", default=None, help="accept HS256 JWTs signed with this secret")
@@ -38,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = server.ServerConfig(
             data=args.data,
+            hot=args.hot,
+            cold=args.cold,
             host=args.host,
             port=args.port,
             chunk_size=args.chunk_size,
@@ -77,5 +86,6 @@ def run(args: argparse.Namespace) -> int:
     # no-op, so a clean stop exits 0 rather than dying by the signal.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: None)
-    _Server(uv_config).run(sockets=[sock])
-    return 0
+    uv_server = _Server(uv_config)
+    uv_server.run(sockets=[sock])
+    return 0 if uv_server.started else 1  # a tier that did not start (its error printed already)

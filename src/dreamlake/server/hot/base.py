@@ -158,6 +158,10 @@ class HotTier(Protocol):
     async def tracks_to_archive(self, chunk_size: int, limit: int) -> list[TrackRecord]:
         """Tracks holding at least one full chunk of hot points."""
 
+    async def lease_track(self, track_id: str, owner: str, seconds: float) -> bool:
+        """Take or renew the right to archive a track for ``seconds``: True if ``owner`` holds it now
+        (free, expired or already ``owner``'s), so two servers do not build the same chunks."""
+
     async def chunk_archived(self, track_id: str, chunk_index: int, chunk_size: int, count: int = 1) -> bool:
         """Record chunks ``chunk_index .. chunk_index+count-1`` as in the cold tier and drop the hot
         batches wholly inside the archived range, in one step. False (and nothing changed) unless
