@@ -8,8 +8,9 @@ a conditional create (``If-None-Match: *``) surfaces as ``AlreadyExistsError``, 
 put-if-absent two archivers need to write a chunk once. Like pymongo's async client it runs on
 asyncio only. It cannot create buckets: that is the operator's job (and the test fixture's).
 
-File bytes are streamed from the request as a multipart upload. S3 has no conditional multipart
-upload in obstore, so ``put_stream`` checks the key first; file keys hold a fresh random id, so
+File bytes are streamed from the request: a small file is one conditional put, a large one a
+multipart upload. obstore's multipart upload is not conditional (seen here: a second one replaces
+the first), so for those ``put_stream`` checks the key first; file keys hold a fresh random id, so
 that check never races in practice.
 """
 
@@ -25,13 +26,15 @@ from obstore.exceptions import AlreadyExistsError, BaseError, NotFoundError, Per
 from obstore.store import S3Store
 
 from ..errors import TierUnavailableError
+from .base import check_key, check_prefix
 
 if TYPE_CHECKING:
     from obstore.store import RetryConfig
 
     from .base import ColdTier
 
-PART_BYTES = 8 << 20  # multipart part size (S3's minimum is 5 MiB); also the pieces ``stream`` yields
+PART_BYTES = 8 << 20  # multipart part size (S3's minimum is 5 MiB); smaller files are one put
+STREAM_BYTES = 1 << 20  # pieces ``stream`` yields, as the directory tier's
 # How long a request keeps retrying an unreachable store before the caller sees the failure (the
 # default, 3 minutes, would hold reads and the archiver's pass that long).
 _RETRY_SECONDS = 10
@@ -87,7 +90,7 @@ class S3ColdTier:
     async def put(self, key: str, data: bytes) -> bool:
         """Store ``data`` under ``key`` unless the key exists (a conditional create); True if stored."""
         try:
-            await obstore.put_async(self._s3(), key, data, mode="create", use_multipart=False)
+            await obstore.put_async(self._s3(), check_key(key), data, mode="create", use_multipart=False)
         except AlreadyExistsError:
             return False
         except BaseError as exc:
@@ -95,9 +98,21 @@ class S3ColdTier:
         return True
 
     async def put_stream(self, key: str, chunks: AsyncIterable[bytes]) -> int:
-        """Upload a stream (multipart, in parts of ``PART_BYTES``) and return its size;
-        ``FileExistsError`` if the key exists."""
+        """Store a stream and return its size; ``FileExistsError`` if the key exists. Up to
+        ``PART_BYTES`` it is one conditional put; beyond, a multipart upload in parts of that size
+        (never the whole stream in memory). An error from the stream itself is raised as it was."""
         store = self._s3()
+        check_key(key)
+        source = aiter(chunks)
+        head = bytearray()
+        async for chunk in source:
+            head += chunk
+            if len(head) >= PART_BYTES:
+                break
+        else:  # the whole stream fits in one part
+            if not await self.put(key, bytes(head)):
+                raise FileExistsError(f"object {key!r} exists already; a key is written once")
+            return len(head)
         try:
             await obstore.head_async(store, key)
         except NotFoundError:
@@ -107,23 +122,34 @@ class S3ColdTier:
         else:
             raise FileExistsError(f"object {key!r} exists already; a key is written once")
         size = 0
+        broken: list[BaseException] = []
 
         async def counted() -> AsyncIterator[bytes]:
             nonlocal size
-            async for chunk in chunks:
-                size += len(chunk)
-                yield chunk
+            size += len(head)
+            yield bytes(head)
+            try:
+                async for chunk in source:
+                    size += len(chunk)
+                    yield chunk
+            except BaseException as exc:  # kept, so the caller sees the stream's own error
+                broken.append(exc)
+                raise
 
         try:
             await obstore.put_async(store, key, counted(), chunk_size=PART_BYTES, max_concurrency=4)
-        except BaseError as exc:
-            raise self._failed(f"upload of {key}", exc) from exc
+        except BaseException as exc:
+            if broken:
+                raise broken[0] from None
+            if isinstance(exc, BaseError):
+                raise self._failed(f"upload of {key}", exc) from exc
+            raise
         return size
 
     async def get(self, key: str) -> bytes:
         """The whole object; ``KeyError`` if missing."""
         try:
-            found = await obstore.get_async(self._s3(), key)
+            found = await obstore.get_async(self._s3(), check_key(key))
             return bytes(await found.bytes_async())
         except NotFoundError:
             raise KeyError(key) from None
@@ -133,18 +159,18 @@ class S3ColdTier:
     async def stream(self, key: str) -> AsyncIterator[bytes]:
         """The object in pieces; ``KeyError`` on first iteration if missing."""
         try:
-            found = await obstore.get_async(self._s3(), key)
+            found = await obstore.get_async(self._s3(), check_key(key))
         except NotFoundError:
             raise KeyError(key) from None
         except BaseError as exc:
             raise self._failed(f"get of {key}", exc) from exc
-        async for piece in found.stream(min_chunk_size=PART_BYTES):
+        async for piece in found.stream(min_chunk_size=STREAM_BYTES):
             yield bytes(piece)
 
     async def list(self, prefix: str) -> list[str]:
         """Keys starting with ``prefix``, sorted (S3 lists by whole path segments, so the listing
         is of the enclosing folder, filtered here)."""
-        folder = prefix.rpartition("/")[0]
+        folder = check_prefix(prefix).rpartition("/")[0]
         keys: list[str] = []
         try:
             async for batch in obstore.list(self._s3(), folder or None):
@@ -156,7 +182,7 @@ class S3ColdTier:
     async def delete(self, key: str) -> None:
         """Remove an object; a missing key is not an error."""
         try:
-            await obstore.delete_async(self._s3(), key)
+            await obstore.delete_async(self._s3(), check_key(key))
         except NotFoundError:
             pass
         except BaseError as exc:
@@ -169,4 +195,4 @@ if TYPE_CHECKING:
         return tier
 
 
-__all__ = ["PART_BYTES", "S3ColdTier", "parse_url"]
+__all__ = ["PART_BYTES", "STREAM_BYTES", "S3ColdTier", "parse_url"]

@@ -11,21 +11,16 @@ Collections (indexes created at start-up; creating an existing one again is a no
 - ``tracks``: ``{_id, session, name, description, tags, metadata, total, chunked, created_at,
   updated_at, first_data_at, last_data_at, ready, lease_owner, lease_until}``; unique
   ``(session, name)``; ``ready`` marks a track holding a full chunk of hot points, for the archiver
-- ``batches`` (points) and ``logs`` (entries), one shape: ``{o: track or session id, s: first
-  index, e: end, n: count, b: JSON lines as one binary | p: part ids, c: created_at, k: ingest}``;
-  unique ``(o, s)`` and ``(o, k)``. One document per track (or log run) per request, so a request's
-  points are one atomic insert; a blob too large for a document is cut into ``parts`` written
-  before the document that names them.
+- ``batches`` (points) and ``logs`` (entries): numbered documents, one per track (or log run)
+  per request, blobs inline or in ``parts``; see ``mongo_numbered``
 - ``parameters``: ``{_id: session id, version, data, created_at, updated_at, applied}``
 - ``files``: ``{session, id, path, filename, deleted, seq, meta}``; unique ``(session, id)``
 - ``ingests``: ``{_id: "session/key", result}``, the idempotency keys of finished requests
 
-Gap-free numbering without a lock or a counter: the insert of a ``batches`` document *is* the
-reservation of its indices. A writer inserts at the end it believes (the track's ``total``); a
-duplicate ``(o, s)`` means another server took that place, so it reads the real end and tries
-again. A crash before the insert reserves nothing; after it, the points are stored, and the
-client's retry (same idempotency key) finds them by ``(o, k)`` instead of storing them twice.
-``total`` is raised afterwards with ``$max``, so it may lag a crash, never lead.
+A request's parts (each track's points, its log entries, its parameter changes) are each one
+atomic write tagged with the request's idempotency key, and the key is recorded as finished last:
+a request cut short by a crash is completed, not doubled, by its retry. ``total`` is raised with
+``$max`` after the points are stored, so it may lag a crash, never lead.
 """
 
 from __future__ import annotations
@@ -38,9 +33,8 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import msgspec
-from bson import Binary, ObjectId
+from bson import ObjectId
 from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument, uri_parser
-from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, OperationFailure
 
 from ..._schema.params import merge
@@ -49,6 +43,7 @@ from ..._schema.values import tag_nonfinite, untag_nonfinite
 from ..errors import TierUnavailableError
 from .base import Batch, Ingest, IngestResult, SessionRecord, Token, TrackRecord, TrackWrite
 from .codec import dump, dump_optional, load
+from .mongo_numbered import Numbered
 
 if TYPE_CHECKING:
     from .base import HotTier
@@ -57,9 +52,9 @@ P = ParamSpec("P")
 T = TypeVar("T")
 Doc = dict[str, Any]
 
-INLINE_BYTES = 8 << 20  # a blob up to this size stays in its document (MongoDB's limit is 16 MiB)
 _APPLIED = 64  # idempotency keys remembered on the parameters document (replays come soon)
 _DEFAULT_DB = "dreamlake"
+_LOGS_PER_BLOB = 1000
 _SELECTION_TIMEOUT_MS = 10_000  # how long a request waits for an unreachable database before 503
 
 _LINE = msgspec.json.Encoder()
@@ -92,6 +87,14 @@ def _session(doc: Doc) -> SessionRecord:
     return SessionRecord(
         doc["_id"], doc["workspace"], doc["name"], fields, doc["created_at"], doc["updated_at"]
     )
+
+
+def _log_blobs(entries: list[dict[str, Any]]) -> list[tuple[int, bytes]]:
+    """Log entries as blobs of JSON lines, ``_LOGS_PER_BLOB`` at most (a read decodes one blob)."""
+    return [
+        (len(run), b"".join(_LINE.encode(tag_nonfinite(entry)) + b"\n" for entry in run))
+        for run in (entries[i : i + _LOGS_PER_BLOB] for i in range(0, len(entries), _LOGS_PER_BLOB))
+    ]
 
 
 def _check_blobs(write: TrackWrite) -> int:
@@ -129,16 +132,14 @@ class MongoHotTier:
                 self._client = AsyncMongoClient(self.url, serverSelectionTimeoutMS=self._selection_ms)
         db = self._client[self._db_name]
         self._tokens, self._sessions, self._tracks = db["tokens"], db["sessions"], db["tracks"]
-        self._batches, self._logs, self._parts = db["batches"], db["logs"], db["parts"]
+        self._batches, self._logs = Numbered(db["batches"], db["parts"]), Numbered(db["logs"], db["parts"])
         self._parameters, self._files, self._ingests = db["parameters"], db["files"], db["ingests"]
         try:
             await self._sessions.create_index([("workspace", ASCENDING), ("name", ASCENDING)], unique=True)
             await self._tracks.create_index([("session", ASCENDING), ("name", ASCENDING)], unique=True)
             await self._tracks.create_index("ready", sparse=True)
-            for numbered in (self._batches, self._logs):
-                await numbered.create_index([("o", ASCENDING), ("s", ASCENDING)], unique=True)
-                await numbered.create_index([("o", ASCENDING), ("k", ASCENDING)], unique=True)
-                await numbered.create_index([("o", ASCENDING), ("e", ASCENDING), ("s", ASCENDING)])
+            await self._batches.create_indexes()
+            await self._logs.create_indexes()
             await self._files.create_index([("session", ASCENDING), ("id", ASCENDING)], unique=True)
             await self._files.create_index([("session", ASCENDING), ("seq", ASCENDING)])
         except ConnectionFailure as exc:
@@ -244,10 +245,7 @@ class MongoHotTier:
         ]
         log_start = log_end = session.get("next_log", 0)
         if ingest.logs:
-            lines = b"".join(_LINE.encode(tag_nonfinite(entry)) + b"\n" for entry in ingest.logs)
-            log_start = await self._reserve(
-                self._logs, session_id, log_start, len(ingest.logs), lines, tag, now
-            )
+            log_start = await self._logs.reserve(session_id, log_start, _log_blobs(ingest.logs), tag, now)
             log_end = log_start + len(ingest.logs)
             await self._sessions.update_one({"_id": session_id}, {"$max": {"next_log": log_end}})
         version = None
@@ -279,9 +277,7 @@ class MongoHotTier:
             if changes:
                 await self._tracks.update_one({"_id": track["_id"]}, {"$set": {**changes, "updated_at": now}})
             return track["_id"], track["total"], track["total"]
-        blob = b"".join(bytes(b) for _, b in write.blobs)
-        hint = max(track["total"], track["chunked"])
-        start = await self._reserve(self._batches, track["_id"], hint, count, blob, tag, now)
+        start = await self._batches.reserve(track["_id"], track["total"], write.blobs, tag, now)
         after = await self._tracks.find_one_and_update(
             {"_id": track["_id"]},
             {
@@ -310,49 +306,6 @@ class MongoHotTier:
             found = await self._tracks.find_one({"session": session_id, "name": name})
             assert found is not None
             return found
-
-    async def _reserve(
-        self,
-        numbered: AsyncCollection[Doc],
-        owner: str,
-        hint: int,
-        count: int,
-        blob: bytes,
-        tag: str,
-        now: str,
-    ) -> int:
-        """Insert ``count`` items as one document at the owner's end (believed to be ``hint``) and
-        return where they landed; if ``tag`` stored them already (a retried request), where it did."""
-        body: Doc = {"b": Binary(blob)} if len(blob) <= INLINE_BYTES else {"p": await self._put_parts(blob)}
-        start = hint
-        while True:
-            doc = {"o": owner, "s": start, "e": start + count, "n": count, **body, "c": now, "k": tag}
-            try:
-                await numbered.insert_one(doc)
-                return start
-            except DuplicateKeyError:
-                mine = await numbered.find_one({"o": owner, "k": tag}, {"s": 1})
-                if mine is not None:
-                    if "p" in body:
-                        await self._parts.delete_many({"_id": {"$in": body["p"]}})
-                    return int(mine["s"])
-                last = await numbered.find_one({"o": owner}, {"e": 1}, sort=[("e", -1)])
-                if last is not None:
-                    start = max(start, last["e"])
-
-    async def _put_parts(self, blob: bytes) -> list[ObjectId]:
-        parts = [
-            {"_id": ObjectId(), "b": Binary(blob[i : i + INLINE_BYTES])}
-            for i in range(0, len(blob), INLINE_BYTES)
-        ]
-        await self._parts.insert_many(parts)
-        return [part["_id"] for part in parts]
-
-    async def _blob(self, doc: Doc) -> bytes:
-        if "b" in doc:
-            return bytes(doc["b"])
-        found = {part["_id"]: part["b"] async for part in self._parts.find({"_id": {"$in": doc["p"]}})}
-        return b"".join(found[i] for i in doc["p"])
 
     async def _merge_parameters(
         self, session_id: str, tag: str, deltas: list[dict[str, Any]], now: str
@@ -409,32 +362,20 @@ class MongoHotTier:
             _track(doc) async for doc in self._tracks.find({"session": session_id}).sort("name", ASCENDING)
         ]
 
-    async def _numbered(self, numbered: AsyncCollection[Doc], owner: str, start: int, end: int) -> list[Doc]:
-        query = {"o": owner, "e": {"$gt": start}, "s": {"$lt": end}}
-        docs = [doc async for doc in numbered.find(query, {"k": 0}).sort("e", ASCENDING)]
-        for doc in docs:
-            doc["b"] = await self._blob(doc)
-        return docs
-
     @_guarded
     async def read_batches(self, track_id: str, start: int, end: int) -> list[Batch]:
         """The stored batches holding any point of ``[start, end)``, in index order."""
-        if end <= start:
-            return []
-        return [
-            Batch(d["s"], d["n"], d["b"], d["c"])
-            for d in await self._numbered(self._batches, track_id, start, end)
-        ]
+        return [Batch(*found) for found in await self._batches.read(track_id, start, end)]
 
     @_guarded
     async def read_logs(self, session_id: str, start: int, limit: int) -> list[dict[str, Any]]:
         """Log entries ``sequenceNumber`` ``start..start+limit-1``; ``metadata`` only where stored."""
         end = start + limit
         out: list[dict[str, Any]] = []
-        for doc in await self._numbered(self._logs, session_id, start, end):
-            lines = doc["b"].split(b"\n")
-            first = max(start, doc["s"])
-            for seq, line in enumerate(lines[first - doc["s"] : min(end, doc["e"]) - doc["s"]], first):
+        for first, count, blob, _ in await self._logs.read(session_id, start, end):
+            lines = blob.split(b"\n")
+            lo = max(start, first)
+            for seq, line in enumerate(lines[lo - first : min(end, first + count) - first], lo):
                 out.append({"sequenceNumber": seq, **untag_nonfinite(_ENTRY.decode(line))})
         return out
 
@@ -526,28 +467,21 @@ class MongoHotTier:
         )
         if moved.modified_count == 0:
             return False
-        await self._drop_archived(track_id, end)
+        await self._batches.drop_below(track_id, end, self._unfinished)
         await self._tracks.update_one(
             {"_id": track_id, "chunked": end, "total": {"$lt": end + chunk_size}}, {"$unset": {"ready": ""}}
         )
         return True
 
-    async def _drop_archived(self, track_id: str, end: int) -> None:
-        """Delete hot batches below ``end`` (a crash here leaves some, which reads never take: they
-        are below ``chunked``), except those of a request not yet finished: its retry finds them
-        by key and so does not store the points again."""
-        docs = [d async for d in self._batches.find({"o": track_id, "e": {"$lte": end}}, {"k": 1, "p": 1})]
-        keys = [d["k"] for d in docs if "/" in d["k"]]
-        finished = set()
-        if keys:
-            query = {"_id": {"$in": keys}, "result": {"$exists": True}}
-            finished = {d["_id"] async for d in self._ingests.find(query, {"_id": 1})}
-        drop = [d for d in docs if "/" not in d["k"] or d["k"] in finished]
-        if drop:
-            await self._batches.delete_many({"_id": {"$in": [d["_id"] for d in drop]}})
-            parts = [p for d in drop for p in d.get("p", ())]
-            if parts:
-                await self._parts.delete_many({"_id": {"$in": parts}})
+    async def _unfinished(self, tags: list[str]) -> set[str]:
+        """Which of these tags belong to keyed requests not yet finished (a crash cut them short,
+        or they are still running): their documents must stay findable for the retry."""
+        keyed = [tag for tag in tags if "/" in tag]  # a keyless request's tag has no "/"
+        if not keyed:
+            return set()
+        query = {"_id": {"$in": keyed}, "result": {"$exists": True}}
+        finished = {d["_id"] async for d in self._ingests.find(query, {"_id": 1})}
+        return set(keyed) - finished
 
 
 if TYPE_CHECKING:
@@ -556,4 +490,4 @@ if TYPE_CHECKING:
         return tier
 
 
-__all__ = ["INLINE_BYTES", "MongoHotTier"]
+__all__ = ["MongoHotTier"]
