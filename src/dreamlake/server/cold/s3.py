@@ -115,7 +115,7 @@ class S3ColdTier:
             return len(head)
         try:
             await obstore.head_async(store, key)
-        except NotFoundError:
+        except (NotFoundError, FileNotFoundError):  # obstore raises either, depending on the call
             pass
         except BaseError as exc:
             raise self._failed(f"head of {key}", exc) from exc
@@ -151,7 +151,7 @@ class S3ColdTier:
         try:
             found = await obstore.get_async(self._s3(), check_key(key))
             return bytes(await found.bytes_async())
-        except NotFoundError:
+        except (NotFoundError, FileNotFoundError):  # obstore raises either, depending on the call
             raise KeyError(key) from None
         except BaseError as exc:
             raise self._failed(f"get of {key}", exc) from exc
@@ -160,7 +160,7 @@ class S3ColdTier:
         """The object in pieces; ``KeyError`` on first iteration if missing."""
         try:
             found = await obstore.get_async(self._s3(), check_key(key))
-        except NotFoundError:
+        except (NotFoundError, FileNotFoundError):  # obstore raises either, depending on the call
             raise KeyError(key) from None
         except BaseError as exc:
             raise self._failed(f"get of {key}", exc) from exc
@@ -183,7 +183,7 @@ class S3ColdTier:
         """Remove an object; a missing key is not an error."""
         try:
             await obstore.delete_async(self._s3(), check_key(key))
-        except NotFoundError:
+        except (NotFoundError, FileNotFoundError):  # obstore raises either, depending on the call
             pass
         except BaseError as exc:
             raise self._failed(f"delete of {key}", exc) from exc

@@ -240,8 +240,9 @@ class MongoHotTier:
         counts = [_check_blobs(write) for write in ingest.tracks]  # before anything is stored
         now = utc_now_iso()
         tracks = [
-            await self._write_track(session_id, write, count, tag, now)
-            for write, count in zip(ingest.tracks, counts, strict=True)
+            # Tagged per write: one request may write a track twice.
+            await self._write_track(session_id, write, count, f"{tag}#{i}", now)
+            for i, (write, count) in enumerate(zip(ingest.tracks, counts, strict=True))
         ]
         log_start = log_end = session.get("next_log", 0)
         if ingest.logs:
@@ -439,11 +440,11 @@ class MongoHotTier:
 
     @_guarded
     async def tracks_to_archive(self, chunk_size: int, limit: int) -> list[TrackRecord]:
-        """Up to ``limit`` tracks marked ``ready`` that hold a full chunk of hot points, most behind first."""
-        tracks = [_track(doc) async for doc in self._tracks.find({"ready": True}).limit(limit)]
-        return sorted(
-            (t for t in tracks if t.total - t.chunked >= chunk_size), key=lambda t: t.chunked - t.total
-        )
+        """Up to ``limit`` tracks holding ``chunk_size`` hot points, most behind first, among those
+        marked ``ready`` (which are all of them when ``chunk_size`` is at least the tier's own)."""
+        tracks = [_track(doc) async for doc in self._tracks.find({"ready": True})]
+        full = [t for t in tracks if t.total - t.chunked >= chunk_size]
+        return sorted(full, key=lambda t: t.chunked - t.total)[:limit]
 
     @_guarded
     async def lease_track(self, track_id: str, owner: str, seconds: float) -> bool:
@@ -476,12 +477,13 @@ class MongoHotTier:
     async def _unfinished(self, tags: list[str]) -> set[str]:
         """Which of these tags belong to keyed requests not yet finished (a crash cut them short,
         or they are still running): their documents must stay findable for the retry."""
-        keyed = [tag for tag in tags if "/" in tag]  # a keyless request's tag has no "/"
+        # A tag is "<session>/<key>#<write>"; a keyless request's has no "/".
+        keyed = {tag: tag.rpartition("#")[0] for tag in tags if "/" in tag}
         if not keyed:
             return set()
-        query = {"_id": {"$in": keyed}, "result": {"$exists": True}}
+        query = {"_id": {"$in": list(set(keyed.values()))}, "result": {"$exists": True}}
         finished = {d["_id"] async for d in self._ingests.find(query, {"_id": 1})}
-        return set(keyed) - finished
+        return {tag for tag, key in keyed.items() if key not in finished}
 
 
 if TYPE_CHECKING:

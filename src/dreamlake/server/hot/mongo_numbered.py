@@ -109,7 +109,11 @@ class Numbered:
         those whose tag ``unfinished`` names (emptied instead: a retry of their request must still find them),
         and raise ``s`` of the one straddling it past its archived blobs. A crash part-way leaves
         documents that reads skip, and the next call removes."""
-        below = [d async for d in self.docs.find({"o": owner, "e": {"$lte": end}}, {"k": 1, "p": 1, "e": 1})]
+        # ``$lt: end + 1``, not ``$lte: end``: SecantusDB 0.7 misses keys equal to a ``$lte`` bound on
+        # a compound index with fields after the bounded one (same set of integers either way).
+        below = [
+            d async for d in self.docs.find({"o": owner, "e": {"$lt": end + 1}}, {"k": 1, "p": 1, "e": 1})
+        ]
         keep = await unfinished([d["k"] for d in below]) if below else set()
         drop = [d for d in below if d["k"] not in keep]
         if drop:
