@@ -74,7 +74,7 @@ class SecantusDB:
 
     def start(self) -> None:
         self.storage.mkdir(parents=True, exist_ok=True)
-        log = open(self.storage.parent / f"{self.storage.name}.log", "ab")  # noqa: SIM115 - the child owns it
+        log = open(self.storage.parent / f"{self.storage.name}.log", "ab")  # the child keeps it
         self.proc = subprocess.Popen(
             [str(_BIN / "secantusd-py"), "--host", "127.0.0.1", "--port", str(self.port), "--standalone",
              "--storage-path", str(self.storage), "--cache-size", "128M", "--log-level", "WARNING"],
@@ -105,7 +105,7 @@ class SeaweedS3:
         self.endpoint = f"http://127.0.0.1:{self.port}"
         data = root / "data"
         data.mkdir(exist_ok=True)
-        log = open(root / "weed.log", "ab")  # noqa: SIM115 - the child owns it
+        log = open(root / "weed.log", "ab")
         self.proc = subprocess.Popen(
             [str(_BIN / "weed"), "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
              f"-s3.config={config}", "-master.telemetry=false", f"-bucket={BUCKET}", "-webdav=false",
@@ -120,8 +120,8 @@ class SeaweedS3:
     def env(self, endpoint: str | None = None, secret: str = SECRET_KEY) -> dict[str, str]:
         """The ``AWS_*`` variables a server needs for this store (or for ``endpoint``, a proxy)."""
         return {
-            "AWS_ENDPOINT_URL": endpoint or self.endpoint, "AWS_ALLOW_HTTP": "true", "AWS_REGION": "us-east-1",
-            "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": secret,
+            "AWS_ENDPOINT_URL": endpoint or self.endpoint, "AWS_ALLOW_HTTP": "true",
+            "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": secret,
         }  # fmt: skip
 
     def _wait_for_bucket(self, timeout: float = 60.0) -> None:

@@ -69,7 +69,9 @@ def scale(mongo_url: str, s3: SeaweedS3) -> ScaleStore:
 
 
 @pytest.fixture(scope="module", params=["embedded", "mongo-s3"])
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
     """``dreamlake serve --dev --chunk-size 100`` (small chunks, so tests cross tiers cheaply), on
     the embedded tiers and on MongoDB + S3."""
     data = tmp_path_factory.mktemp("server")
