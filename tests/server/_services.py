@@ -22,6 +22,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from ._server import ServerProcess
+
 BUCKET = "dreamlake-test"
 ACCESS_KEY = "dreamlake-test-key"
 SECRET_KEY = "dreamlake-test-secret"
@@ -218,3 +220,29 @@ def environment(values: dict[str, str]) -> Iterator[None]:
             else:
                 os.environ[k] = v
 
+
+
+def damage_object(server: ServerProcess, key: str) -> None:
+    """Flip the first byte of a cold-tier object behind the server's back (a test of checksums)."""
+    if server.cold is None:
+        [stored] = [p for p in server.data.rglob(key.rpartition("/")[2]) if p.is_file()]
+        damaged = bytearray(stored.read_bytes())
+        damaged[0] ^= 0xFF
+        stored.write_bytes(bytes(damaged))
+        return
+    import obstore
+    from obstore.store import S3Store
+
+    bucket, _, prefix = server.cold.removeprefix("s3://").partition("/")
+    store = S3Store(bucket, prefix=prefix or None, client_options={"allow_http": True}, **_s3_config(server))
+    damaged = bytearray(obstore.get(store, key).bytes())
+    damaged[0] ^= 0xFF
+    obstore.put(store, key, bytes(damaged))
+
+
+def _s3_config(server: ServerProcess) -> dict[str, str]:
+    env = server.env
+    return {
+        "endpoint": env["AWS_ENDPOINT_URL"], "access_key_id": env["AWS_ACCESS_KEY_ID"],
+        "secret_access_key": env["AWS_SECRET_ACCESS_KEY"], "region": env["AWS_REGION"],
+    }  # fmt: skip
