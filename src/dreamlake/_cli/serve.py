@@ -33,6 +33,12 @@ def add_parser(commands: Any) -> None:
     p.add_argument(
         "--max-buffered-chunks", type=int, default=200, help="hot chunks per track before ingest answers 503"
     )
+    p.add_argument(
+        "--archive-lease",
+        type=float,
+        default=10.0,
+        help="seconds a server keeps a track to itself while archiving (another takes over after)",
+    )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(run=run)
 
@@ -54,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
             jwt_secret=args.jwt_secret,
             max_body=args.max_body,
             max_buffered_chunks=args.max_buffered_chunks,
+            archive_lease=args.archive_lease,
         )
     except ValueError as exc:
         print(f"dreamlake serve: {exc}", file=sys.stderr)

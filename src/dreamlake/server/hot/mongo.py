@@ -117,7 +117,7 @@ class MongoHotTier:
         self._chunk_size = chunk_size
         options = uri_parser.parse_uri(url)
         self._db_name = options.get("database") or _DEFAULT_DB
-        given = "serverselectiontimeoutms" in options["options"]
+        given = any(k.lower() == "serverselectiontimeoutms" for k in options["options"])
         self._selection_ms = None if given else _SELECTION_TIMEOUT_MS
         self._client: AsyncMongoClient[Doc] | None = None
 
