@@ -173,6 +173,8 @@ class TcpProxy:
     def down(self) -> None:
         listener, self._listener = self._listener, None
         if listener is not None:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread (close alone does not)
             listener.close()
         with self._lock:
             conns, self._conns = self._conns, []
