@@ -14,6 +14,7 @@ rests on the put-if-absent and on ``chunk_archived`` being conditional on the tr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 
@@ -101,8 +102,16 @@ class Archiver:
         done = 0
         for track in tracks:
             with anyio.CancelScope(shield=True):
-                if await self._hot.lease_track(track.id, self.owner, self._lease):
+                if not await self._hot.lease_track(track.id, self.owner, self._lease):
+                    continue  # another server archives it
+                try:
                     done += await self._archive(track)
+                except Exception:
+                    # Give the track back at once: another server (or this one's next try) may
+                    # reach a cold tier that this attempt could not.
+                    with contextlib.suppress(Exception):  # the original error says more
+                        await self._hot.lease_track(track.id, self.owner, 0)
+                    raise
         return done  # 0 when nothing moved: the run loop then waits rather than spins
 
     async def _archive(self, track: TrackRecord) -> int:
