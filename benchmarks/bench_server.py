@@ -804,7 +804,10 @@ def scale_tiers(args: argparse.Namespace, run: str) -> list[str]:
     """``--hot``/``--cold`` for one server: a database and a key prefix of this run only."""
     parts = urllib.parse.urlsplit(args.hot)
     database = f"{parts.path.strip('/') or 'dreamlake'}_bench_{run}"
-    hot = urllib.parse.urlunsplit((parts.scheme, parts.netloc, f"/{database}", parts.query, ""))
+    query = parts.query
+    if "@" in parts.netloc and "authsource=" not in query.lower():  # credentials stay checked where they were
+        query = "&".join(q for q in (query, f"authSource={parts.path.strip('/') or 'admin'}") if q)
+    hot = urllib.parse.urlunsplit((parts.scheme, parts.netloc, f"/{database}", query, ""))
     return ["--hot", hot, "--cold", f"{args.cold.rstrip('/')}/bench-{run}"]
 
 

@@ -21,7 +21,13 @@ _names = itertools.count()
 def with_database(url: str, name: str) -> str:
     """``url`` naming database ``name`` (its host, credentials and options kept)."""
     parts = urllib.parse.urlsplit(url)
-    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, ""))
+    query = parts.query
+    if "@" in parts.netloc and "authsource=" not in query.lower():
+        # Credentials are checked against the URL's database unless authSource says otherwise:
+        # keep checking them where they were.
+        source = parts.path.strip("/") or "admin"
+        query = f"{query}&authSource={source}" if query else f"authSource={source}"
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, f"/{name}", query, ""))
 
 
 @dataclasses.dataclass(frozen=True)
