@@ -4,6 +4,12 @@
 Run::
 
     python benchmarks/bench_server.py [--quick] [--zstd] [--json PATH] [--check]
+    python benchmarks/bench_server.py --hot mongodb://HOST/DB --cold s3://BUCKET/PREFIX [--quick]
+
+With ``--hot``/``--cold`` only sections 1 and 3 run, twice: on the embedded tiers and on MongoDB
++ S3 (a fresh database ``DB_bench_<run>`` and prefix ``PREFIX/bench-<run>``; ``AWS_*`` variables
+reach the server), each in its own server, with the same bodies; the table puts them side by side
+with the time per bulk request, so the cost of each round trip to the database shows.
 
 Every server runs as ``python -m dreamlake serve --host 127.0.0.1 --port 0 --data DIR`` in a child
 process (its own process group) on a temporary ``--data`` directory, with a token from
@@ -89,6 +95,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -129,10 +136,10 @@ perf_counter_ns = time.perf_counter_ns
 # the server and its clients
 
 
-def make_token(data: Path) -> str:
-    """``dreamlake token create``: its last line of stdout is the token."""
+def make_token(data: Path, hot: str | None = None) -> str:
+    """``dreamlake token create`` (into ``--hot`` if given): its last line of stdout is the token."""
     args = [sys.executable, "-m", "dreamlake", "token", "create", "--data", str(data)]
-    args += ["--workspace", WORKSPACE]
+    args += ["--workspace", WORKSPACE, *(("--hot", hot) if hot else ())]
     done = subprocess.run(args, capture_output=True, text=True, timeout=60, check=True, env=clean_env())
     return done.stdout.strip().splitlines()[-1]
 
@@ -141,11 +148,14 @@ class ServerProcess:
     """``dreamlake serve`` on 127.0.0.1 and a free port, in its own process group; ``url`` once it
     listens. A context manager: leaving it (also by an exception or Ctrl-C) stops the server."""
 
-    def __init__(self, data: Path, chunk_size: int, max_buffered_chunks: int, timeout: float = 60.0) -> None:
+    def __init__(
+        self, data: Path, chunk_size: int, max_buffered_chunks: int, timeout: float = 60.0,
+        tiers: Sequence[str] = (),
+    ) -> None:
         self.command = [
             sys.executable, "-m", "dreamlake", "serve", "--host", "127.0.0.1", "--port", "0",
             "--data", str(data), "--chunk-size", str(chunk_size), "--log-level", "warning",
-            "--max-buffered-chunks", str(max_buffered_chunks),
+            "--max-buffered-chunks", str(max_buffered_chunks), *tiers,
         ]  # fmt: skip
         self.proc = subprocess.Popen(
             self.command,
@@ -787,6 +797,82 @@ def notes(args: argparse.Namespace, results: dict[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
+# --hot/--cold: sections 1 and 3 on MongoDB + S3 beside the embedded tiers
+
+
+def scale_tiers(args: argparse.Namespace, run: str) -> list[str]:
+    """``--hot``/``--cold`` for one server: a database and a key prefix of this run only."""
+    parts = urllib.parse.urlsplit(args.hot)
+    database = f"{parts.path.strip('/') or 'dreamlake'}_bench_{run}"
+    query = parts.query
+    if "@" in parts.netloc and "authsource=" not in query.lower():  # credentials stay checked where they were
+        query = "&".join(q for q in (query, f"authSource={parts.path.strip('/') or 'admin'}") if q)
+    hot = urllib.parse.urlunsplit((parts.scheme, parts.netloc, f"/{database}", query, ""))
+    return ["--hot", hot, "--cold", f"{args.cold.rstrip('/')}/bench-{run}"]
+
+
+def run_tiers(
+    args: argparse.Namespace,
+    tmp: Path,
+    step: Callable[[str], None],
+    results: dict[str, Any],
+    stderr: list[str],
+) -> tuple[list[Row], str]:
+    """Sections 1 (bulk ingest, then the archiver) and 3 (reads) on the embedded tiers and on
+    ``--hot``/``--cold``, one fresh server each, same bodies; rows put the two side by side."""
+    bodies = encode_bodies(args.requests, args.points, args.tracks, args.zstd)
+    run = f"{os.getpid()}_{int(time.time())}"
+    pairs = {"embedded": [], "mongo+s3": scale_tiers(args, run)}
+    for name, tiers in pairs.items():
+        step(f"{name}: bulk ingest {args.requests} x {args.points:,} points, then reads")
+        data = tmp / name.replace("+", "-")
+        token = make_token(data, tiers[1] if tiers else None)
+        with ServerProcess(data, args.chunk_size, args.max_buffered_chunks, tiers=tiers) as server:
+            results[name] = {
+                "ingest": run_ingest(server.url, token, "ingest", bodies, args.requests, args),
+                "reads": bench_reads(server.url, token, args),
+            }
+            step("")
+            stderr.append(server.errors())
+    results["server_stderr"] = "\n".join(s for s in stderr if s)
+    emb, sc = results["embedded"], results["mongo+s3"]
+    n = sc["ingest"]["points"]
+    req = sc["ingest"]["requests"]
+    rows: list[Row] = []
+
+    def ok(r: dict[str, Any]) -> bool:
+        return bool(r["ingest"]["ok"]) and not r["reads"]["bad"]
+
+    for label, key in (("acknowledged", "acked_s"), ("acknowledged + archived", "archived_s")):
+        a, b = sc["ingest"][key], emb["ingest"][key]
+        rows.append(row(f"bulk ingest, {label}: MongoDB + S3 ({req} requests x {args.points:,} pts)",
+                        rate(n, a), f"{rate(n, b)} (embedded)", None if a is None or b is None else b / a,
+                        "info (correct)", ok(sc) and ok(emb)))  # fmt: skip
+    per = {k: 1000 * r["ingest"]["acked_s"] / r["ingest"]["requests"] for k, r in (("sc", sc), ("emb", emb))}
+    rows.append(row(f"bulk route: time per request ({req} requests, {args.connections} connections)",
+                    f"{per['sc']:.0f} ms (p50 {sc['ingest']['request_ms']['p50']:.0f} ms)",
+                    f"{per['emb']:.0f} ms (p50 {emb['ingest']['request_ms']['p50']:.0f} ms, embedded)",
+                    per["sc"] / per["emb"], "info", None))  # fmt: skip
+    reads = (("big", "tail read, last 100 of 1M+ pts"), ("small", "tail read, last 100 of 15k pts"),
+             ("miss", "100 pts mid cold chunk, cache miss"),
+             ("warm", "100 pts mid cold chunk, warm"))  # fmt: skip
+    for kind, label in reads:
+        a, b = sc["reads"]["median_ms"][kind], emb["reads"]["median_ms"][kind]
+        rows.append(row(f"{label}: MongoDB + S3, median", f"{a:.2f} ms", f"{b:.2f} ms (embedded)", a / b,
+                        "info", None))  # fmt: skip
+    text = "\n".join([
+        "Notes:",
+        f"- --hot {pairs['mongo+s3'][1]} --cold {pairs['mongo+s3'][3]} (a database and prefix of this run)",
+        *(f"- {k}: archiver finished {r['ingest']['archive_lag_s']} s after the last response; 503s waited "
+          f"out {r['ingest']['backoffs']}; chunked {r['ingest']['chunked']}; read tracks built in "
+          f"{r['reads']['build_s']:.1f} s; bad reads {r['reads']['bad'][:3]}" for k, r in (("mongo+s3", sc),
+                                                                                      ("embedded", emb))),
+        f"- server stderr: {results['server_stderr'][:1500]}" if results["server_stderr"] else "",
+    ])  # fmt: skip
+    return rows, text
+
+
+# --------------------------------------------------------------------------------------------------
 # main
 
 
@@ -816,7 +902,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--read-seconds", type=float, default=None, help="cap per read pair (8, quick 2)")
     parser.add_argument("--rss-points", type=int, default=None, help="section 4 points (10M, quick 2M)")
     parser.add_argument("--rss-interval", type=float, default=None, help="RSS sampling, s (0.5, quick 0.1)")
+    parser.add_argument(
+        "--hot", metavar="URL", help="mongodb://...: sections 1, 3 on MongoDB + S3 beside the embedded tiers"
+    )
+    parser.add_argument("--cold", metavar="URL", help="s3://bucket/prefix (AWS_* apply); with --hot")
     args = parser.parse_args(argv)
+    if (args.hot is None) != (args.cold is None):
+        parser.error("--hot and --cold go together")
     quick = args.quick
     defaults = {
         "requests": 20 if quick else 100,
@@ -867,6 +959,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="dreamlake-bench-server-"))
     stderr: list[str] = []
+    if args.hot:
+        try:
+            rows, text = run_tiers(args, tmp, step, results, stderr)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return report(args, command, facts, started, results, rows, text)
     try:
         step(f"encoding {args.requests} bulk bodies of {args.points:,} points")
         bodies = encode_bodies(args.requests, args.points, args.tracks, args.zstd)
@@ -900,13 +998,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     results["server_stderr"] = "\n".join(s for s in stderr if s)
-    elapsed = perf_counter() - started
+    return report(args, command, facts, started, results, build_rows(args, results), notes(args, results))
 
-    rows = build_rows(args, results)
+
+def report(
+    args: argparse.Namespace, command: str, facts: dict[str, Any], started: float, results: dict[str, Any],
+    rows: list[Row], text: str,
+) -> int:
+    """Print the table and the notes; write the JSON; the exit status."""
+    elapsed = perf_counter() - started
     print()
     print(markdown(rows))
     print()
-    print(notes(args, results))
+    print(text)
     print(f"\ntotal benchmark time {elapsed:.0f} s; load average at the end {os.getloadavg()[0]:.2f}; "
           f"per step (s): {results['step_seconds']}")
     failed = [r["measure"] for r in rows if r["ok"] is False]

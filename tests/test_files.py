@@ -101,7 +101,8 @@ def test_download_verifies_the_checksum(session: Session, model: Path, tmp_path:
     assert Path(into_dir) == tmp_path / "outdir" / "model.pt"
     # Damage the stored copy: the download fails and leaves nothing behind.
     stored = session.path / "files" / meta["id"] / "model.pt"
-    stored.write_bytes(b"x" + stored.read_bytes()[1:])
+    data = stored.read_bytes()
+    stored.write_bytes(bytes([data[0] ^ 0xFF]) + data[1:])  # b"x" + ... was a no-op 1 time in 256
     with pytest.raises(ChecksumError, match="does not match"):
         session.file(file_id=meta["id"]).download(tmp_path / "bad.pt")
     assert not (tmp_path / "bad.pt").exists()

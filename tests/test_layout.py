@@ -68,7 +68,44 @@ def test_the_client_never_imports_the_server() -> None:
 
 
 def test_importing_dreamlake_loads_neither_the_server_nor_http() -> None:
-    server_modules = ("starlette", "uvicorn", "multipart", "zstandard", "httpx", "dreamlake.server")
+    server_modules = (
+        "starlette", "uvicorn", "multipart", "zstandard", "httpx", "dreamlake.server", "pymongo", "obstore",
+    )  # fmt: skip
     code = f"import sys, dreamlake; print(sorted(m for m in {server_modules!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# The drivers of the at-scale tiers, and the only modules that may import them.
+DRIVERS = {
+    "pymongo": {"server/hot/mongo.py", "server/hot/mongo_numbered.py"},
+    "bson": {"server/hot/mongo.py", "server/hot/mongo_numbered.py"},
+    "obstore": {"server/cold/s3.py"},
+}
+
+
+def test_tier_drivers_are_imported_only_by_their_tier_modules() -> None:
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                names = [node.module]
+            for name in names:
+                allowed = DRIVERS.get(name.split(".")[0])
+                if allowed is not None and path.relative_to(PACKAGE).as_posix() not in allowed:
+                    wrong.append(f"{path.relative_to(PACKAGE)} imports {name}")
+    assert wrong == []
+
+
+def test_the_embedded_server_loads_neither_driver() -> None:
+    code = (
+        "import sys; from dreamlake.server.app import open_tiers; from dreamlake.server import ServerConfig; "
+        "open_tiers(ServerConfig(data=__import__('pathlib').Path(sys.argv[1]))); "
+        "print(sorted(m for m in ('pymongo', 'bson', 'obstore') if m in sys.modules))"
+    )
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        done = subprocess.run([sys.executable, "-c", code, tmp], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -20,8 +20,21 @@ _READY = "dreamlake serve: listening on "
 class ServerProcess:
     """``python -m dreamlake serve --port 0 --data DIR [args]``; ``url`` once it listens."""
 
-    def __init__(self, data: Path, *args: str, port: int = 0, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        data: Path,
+        *args: str,
+        port: int = 0,
+        timeout: float = 30.0,
+        hot: str | None = None,
+        cold: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.data = data
+        self.hot = hot  # mongodb://... or None (SQLite in ``data``)
+        self.cold = cold  # s3://... or None (a directory in ``data``)
+        self.env = env or {}  # AWS_* for the S3 tier
+        tiers = [*(("--hot", hot) if hot else ()), *(("--cold", cold) if cold else ())]
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -34,8 +47,10 @@ class ServerProcess:
                 str(port),
                 "--data",
                 str(data),
+                *tiers,
                 *args,
             ],
+            env={**os.environ, **self.env},
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -113,9 +128,11 @@ class ServerProcess:
         self.stop()
 
 
-def make_token(data: Path, *workspaces: str, read_only: bool = False) -> str:
-    """``dreamlake token create``: its last line of stdout is the token."""
+def make_token(data: Path, *workspaces: str, read_only: bool = False, hot: str | None = None) -> str:
+    """``dreamlake token create`` (into ``--hot`` if given): its last line of stdout is the token."""
     args = [sys.executable, "-m", "dreamlake", "token", "create", "--data", str(data)]
+    if hot is not None:
+        args += ["--hot", hot]
     for workspace in workspaces:
         args += ["--workspace", workspace]
     if read_only:

@@ -149,7 +149,7 @@ def test_dev_refuses_a_public_address(tmp_path: Path) -> None:
 
 
 def test_token_made_while_running_works_at_once(server: ServerProcess) -> None:
-    fresh = make_token(server.data, "late")
+    fresh = make_token(server.data, "late", hot=server.hot)
     with server.client(fresh) as c:
         assert c.post("/workspaces/late/sessions", json={"name": "s"}).status_code == 200
     stored = b"".join(f.read_bytes() for f in server.data.rglob("*") if f.is_file())

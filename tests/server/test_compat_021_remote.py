@@ -29,6 +29,7 @@ import pytest
 
 from .._dl021 import Venv021, install_021
 from ._server import ServerProcess
+from ._services import damage_object
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -590,10 +591,7 @@ def test_files_round_trip_with_checksums(
     assert api.get(f"/sessions/{sid}/files/{ids[2]}/download").content == notes.read_bytes()
 
     # 0.2.1 checks the bytes against the checksum the server recorded: damaged bytes are refused.
-    [stored] = [p for p in server.data.rglob(ids[1]) if p.is_file()]
-    damaged = bytearray(stored.read_bytes())
-    damaged[0] ^= 0xFF
-    stored.write_bytes(bytes(damaged))
+    damage_object(server, f"files/{sid}/{ids[1]}")
     check = dl021.run(DOWNLOAD, server.url, "user_name=alice", "files", {"ids": ids[1:], "dest": str(dest)})
     assert check["downloads"][ids[2]] == saved[2]["checksum"]
     assert check["downloads"][ids[1]].startswith("ValueError: Checksum verification failed"), check

@@ -1,14 +1,17 @@
 """The contracts of the hot and cold tiers, one suite run against every implementation.
 
-An implementation joins by appending a factory to ``HOT_TIERS`` or ``COLD_TIERS``: it gets a
-directory and returns an unstarted tier; called again with the same directory it must reach the
-same store (the restart tests rely on that).
+An implementation joins by appending to ``HOT_TIERS`` or ``COLD_TIERS`` a function that takes the
+fixture request (to reach the services it needs) and returns a factory: that gets a directory and
+returns an unstarted tier; called again with the same directory it must reach the same store (the
+restart tests rely on that). MongoDB and S3 are the real services of ``conftest.py``; each test
+gets its own database and key prefix.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import itertools
 import math
 import random
@@ -24,11 +27,45 @@ from dreamlake.server.cold.directory import DirectoryColdTier
 from dreamlake.server.hot.base import HotTier, Ingest, IngestResult, Token, TrackWrite
 from dreamlake.server.hot.sqlite import SQLiteHotTier
 
+from .conftest import with_database
+
 HotFactory = Callable[[Path], HotTier]
 ColdFactory = Callable[[Path], ColdTier]
 
-HOT_TIERS = [pytest.param(lambda d: SQLiteHotTier(d / "hot.sqlite3"), id="sqlite")]
-COLD_TIERS = [pytest.param(lambda d: DirectoryColdTier(d / "cold"), id="directory")]
+
+def _name(directory: Path) -> str:
+    """A database name or key prefix that is the same for one directory and unique across tests."""
+    return "dl" + hashlib.sha1(str(directory).encode()).hexdigest()[:20]
+
+
+def _sqlite(request: pytest.FixtureRequest) -> HotFactory:
+    return lambda d: SQLiteHotTier(d / "hot.sqlite3")
+
+
+def _mongo(request: pytest.FixtureRequest) -> HotFactory:
+    from dreamlake.server.hot.mongo import MongoHotTier
+
+    url = request.getfixturevalue("mongo_url")
+    # chunk_size=1: a track is marked for the archiver as soon as it holds a point, so
+    # tracks_to_archive answers exactly for every chunk size the tests ask about.
+    return lambda d: MongoHotTier(with_database(url, _name(d)), chunk_size=1)
+
+
+def _directory(request: pytest.FixtureRequest) -> ColdFactory:
+    return lambda d: DirectoryColdTier(d / "cold")
+
+
+def _s3(request: pytest.FixtureRequest) -> ColdFactory:
+    from dreamlake.server.cold.s3 import S3ColdTier
+
+    from ._services import BUCKET
+
+    request.getfixturevalue("s3")  # started, and its AWS_* variables set
+    return lambda d: S3ColdTier(f"s3://{BUCKET}/{_name(d)}")
+
+
+HOT_TIERS = [pytest.param(_sqlite, id="sqlite"), pytest.param(_mongo, id="mongodb")]
+COLD_TIERS = [pytest.param(_directory, id="directory"), pytest.param(_s3, id="s3")]
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
 
@@ -37,13 +74,13 @@ NOW = "2024-05-01T12:00:00Z"
 
 @pytest.fixture(params=HOT_TIERS)
 def hot_factory(request: pytest.FixtureRequest) -> HotFactory:
-    factory: HotFactory = request.param
+    factory: HotFactory = request.param(request)
     return factory
 
 
 @pytest.fixture(params=COLD_TIERS)
 def cold_factory(request: pytest.FixtureRequest) -> ColdFactory:
-    factory: ColdFactory = request.param
+    factory: ColdFactory = request.param(request)
     return factory
 
 

@@ -19,12 +19,25 @@ def add_parser(commands: Any) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port; 0 picks a free one (default 8000)")
     p.add_argument("--data", type=Path, default=Path(".dreamlake-server"), help="where both tiers live")
+    p.add_argument("--hot", default=None, metavar="URL", help="mongodb://... (default: SQLite in --data)")
+    p.add_argument(
+        "--cold",
+        default=None,
+        metavar="URL",
+        help="s3://bucket/prefix for the cold tier (default: a directory in --data); AWS_* variables apply",
+    )
     p.add_argument("--chunk-size", type=int, default=10_000, help="points per cold-tier chunk")
     p.add_argument("--dev", action="store_true", help="also accept 0.2.x self-made tokens (loopback only)")
     p.add_argument("--jwt-secret", default=None, help="accept HS256 JWTs signed with this secret")
     p.add_argument("--max-body", type=int, default=64 * 1024 * 1024, help="request body limit in bytes")
     p.add_argument(
         "--max-buffered-chunks", type=int, default=200, help="hot chunks per track before ingest answers 503"
+    )
+    p.add_argument(
+        "--archive-lease",
+        type=float,
+        default=10.0,
+        help="seconds a server keeps a track to itself while archiving (another takes over after)",
     )
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(run=run)
@@ -38,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = server.ServerConfig(
             data=args.data,
+            hot=args.hot,
+            cold=args.cold,
             host=args.host,
             port=args.port,
             chunk_size=args.chunk_size,
@@ -45,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
             jwt_secret=args.jwt_secret,
             max_body=args.max_body,
             max_buffered_chunks=args.max_buffered_chunks,
+            archive_lease=args.archive_lease,
         )
     except ValueError as exc:
         print(f"dreamlake serve: {exc}", file=sys.stderr)
@@ -77,5 +93,6 @@ def run(args: argparse.Namespace) -> int:
     # no-op, so a clean stop exits 0 rather than dying by the signal.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: None)
-    _Server(uv_config).run(sockets=[sock])
-    return 0
+    uv_server = _Server(uv_config)
+    uv_server.run(sockets=[sock])
+    return 0 if uv_server.started else 1  # a tier that did not start (its error printed already)

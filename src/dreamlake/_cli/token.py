@@ -20,6 +20,7 @@ def add_parser(commands: Any) -> None:
         "--workspace", action="append", required=True, help="a workspace it reaches (repeatable)"
     )
     create.add_argument("--data", type=Path, default=Path(".dreamlake-server"), help="the server's --data")
+    create.add_argument("--hot", default=None, metavar="URL", help="the server's --hot (mongodb://...)")
     create.add_argument("--read-only", action="store_true", help="it may read, not write")
     create.set_defaults(run=run_create)
 
@@ -27,18 +28,21 @@ def add_parser(commands: Any) -> None:
 def run_create(args: argparse.Namespace) -> int:
     """Store the hash of a new token in the hot tier (fine while the server runs) and print it."""
     server = import_server()
-    from dreamlake.server.app import open_tiers
+    from dreamlake.server.app import open_hot
     from dreamlake.server.auth import create_token
 
     async def create() -> str:
-        hot, _ = open_tiers(server.ServerConfig(data=args.data))
+        hot = open_hot(server.ServerConfig(data=args.data, hot=args.hot))
         await hot.start()
         try:
             return await create_token(hot, args.workspace, args.read_only)
         finally:
             await hot.stop()
 
-    token = anyio.run(create)
+    try:
+        token = anyio.run(create, backend="asyncio")  # pymongo's async client runs on asyncio only
+    except ConnectionError as exc:  # the tier's TierUnavailableError
+        raise SystemExit(f"dreamlake token create: {exc}") from None
     kind = "read-only token" if args.read_only else "token"
     print(f"# {kind} for {', '.join(args.workspace)}; shown once, keep it secret")
     print(token)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator
 
@@ -17,9 +18,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import compat, ingest
 from .archiver import Archiver
+from .cold.base import ColdTier
 from .cold.directory import DirectoryColdTier
 from .config import ServerConfig
-from .errors import ApiError
+from .errors import ApiError, TierUnavailableError
+from .hot.base import HotTier
 from .hot.sqlite import SQLiteHotTier
 from .http import json_response
 from .points import PointReader
@@ -28,10 +31,29 @@ from .state import Server
 log = logging.getLogger("dreamlake.server")
 
 
-def open_tiers(config: ServerConfig) -> tuple[SQLiteHotTier, DirectoryColdTier]:
-    """The embedded tiers under ``--data``."""
+def open_hot(config: ServerConfig) -> HotTier:
+    """MongoDB for ``--hot mongodb://...``, else SQLite under ``--data`` (pymongo imported only then)."""
+    if config.hot is not None:
+        from .hot.mongo import MongoHotTier
+
+        return MongoHotTier(config.hot, config.chunk_size)
     config.data.mkdir(parents=True, exist_ok=True)
-    return SQLiteHotTier(config.hot_path), DirectoryColdTier(config.cold_path)
+    return SQLiteHotTier(config.hot_path)
+
+
+def open_cold(config: ServerConfig) -> ColdTier:
+    """S3 for ``--cold s3://...``, else a directory under ``--data`` (obstore imported only then)."""
+    if config.cold is not None:
+        from .cold.s3 import S3ColdTier
+
+        return S3ColdTier(config.cold)
+    config.data.mkdir(parents=True, exist_ok=True)
+    return DirectoryColdTier(config.cold_path)
+
+
+def open_tiers(config: ServerConfig) -> tuple[HotTier, ColdTier]:
+    """The tiers the config names (not started)."""
+    return open_hot(config), open_cold(config)
 
 
 async def health(request: Request) -> Response:
@@ -49,6 +71,11 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     return json_response({"error": exc.detail, "detail": None}, exc.status_code, exc.headers)
+
+
+async def _unavailable(request: Request, exc: Exception) -> Response:
+    log.warning("%s %s: %s", request.method, request.url.path, exc)
+    return json_response({"error": "storage unavailable", "detail": str(exc)}, 503, {"Retry-After": "1"})
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -87,14 +114,21 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         hot, cold = open_tiers(config)
-        await hot.start()
-        await cold.start()
+        try:
+            await hot.start()
+            await cold.start()
+        except TierUnavailableError as exc:
+            # Said once, plainly, before uvicorn's traceback: the usual cause is a URL or a secret.
+            print(f"dreamlake serve: cannot start: {exc}", file=sys.stderr, flush=True)
+            await hot.stop()
+            raise
         archiver = Archiver(
             hot,
             cold,
             config.chunk_size,
             config.archive_interval,
             config.max_buffered_chunks * config.chunk_size,
+            config.archive_lease,
         )
         app.state.server = Server(config, hot, cold, PointReader(hot, cold, config.chunk_size), archiver)
         try:
@@ -109,7 +143,12 @@ def create_app(config: ServerConfig | None = None) -> Starlette:
     app = Starlette(
         routes=[Route("/health", health), *compat.ROUTES, *ingest.ROUTES],
         lifespan=lifespan,
-        exception_handlers={ApiError: _api_error, HTTPException: _http_error, Exception: _unexpected},
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            TierUnavailableError: _unavailable,
+            Exception: _unexpected,
+        },
     )
     app.add_middleware(RequestLog)
     return app

@@ -5,11 +5,18 @@ redo or a second server keeps the first copy, which holds the same points); (2) 
 in the hot tier, which also (3) drops the hot batches wholly inside archived ranges. Until (2)
 commits, reads take those points from the hot tier; after it, from the chunk. Either way each
 point is read exactly once.
+
+Several servers on one store: each takes a lease on a track in the hot tier (a conditional update)
+before archiving it, so normally one server builds a track's chunks; a server killed mid-archive
+holds its lease until it expires, then another takes over. The lease only saves work: correctness
+rests on the put-if-absent and on ``chunk_archived`` being conditional on the track's ``chunked``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import secrets
 
 import anyio
 
@@ -29,13 +36,21 @@ class Archiver:
     """Archives full chunks, woken after ingests and otherwise every ``interval`` seconds."""
 
     def __init__(
-        self, hot: HotTier, cold: ColdTier, chunk_size: int, interval: float, max_buffered: int
+        self,
+        hot: HotTier,
+        cold: ColdTier,
+        chunk_size: int,
+        interval: float,
+        max_buffered: int,
+        lease: float = 10.0,
     ) -> None:
         self._hot = hot
         self._cold = cold
         self._size = chunk_size
         self._interval = interval
         self._max_buffered = max_buffered
+        self._lease = lease
+        self.owner = secrets.token_hex(8)  # this server, in the hot tier's archiving leases
         #: (session id, track name) of tracks holding more than ``max_buffered`` hot points: the bulk
         #: route answers 503 for them until the archiver catches up, so the hot tier stays bounded.
         self.backlogged: set[tuple[str, str]] = set()
@@ -87,7 +102,16 @@ class Archiver:
         done = 0
         for track in tracks:
             with anyio.CancelScope(shield=True):
-                done += await self._archive(track)
+                if not await self._hot.lease_track(track.id, self.owner, self._lease):
+                    continue  # another server archives it
+                try:
+                    done += await self._archive(track)
+                except Exception:
+                    # Give the track back at once: another server (or this one's next try) may
+                    # reach a cold tier that this attempt could not.
+                    with contextlib.suppress(Exception):  # the original error says more
+                        await self._hot.lease_track(track.id, self.owner, 0)
+                    raise
         return done  # 0 when nothing moved: the run loop then waits rather than spins
 
     async def _archive(self, track: TrackRecord) -> int:

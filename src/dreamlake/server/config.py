@@ -16,6 +16,8 @@ class ServerConfig:
     """Everything ``dreamlake serve`` is told; the app keeps no other state of its own."""
 
     data: Path = Path(".dreamlake-server")
+    hot: str | None = None  # mongodb://...; None: SQLite under ``data``
+    cold: str | None = None  # s3://bucket/prefix; None: a directory under ``data``
     host: str = "127.0.0.1"
     port: int = 8000
     chunk_size: int = 10_000
@@ -25,6 +27,7 @@ class ServerConfig:
     max_points: int = 1_000_000  # points per request
     max_read: int = 10_000  # points per read
     archive_interval: float = 0.5  # seconds between archiver passes when idle
+    archive_lease: float = 10.0  # seconds a server keeps a track to itself while archiving it
     max_buffered_chunks: int = (
         200  # hot chunks per track before the bulk route answers 503 (on disk, not RAM)
     )
@@ -32,6 +35,10 @@ class ServerConfig:
     def __post_init__(self) -> None:
         if self.chunk_size < 1:
             raise ValueError("--chunk-size must be at least 1")
+        if self.hot is not None and not self.hot.startswith(("mongodb://", "mongodb+srv://")):
+            raise ValueError(f"--hot takes a mongodb:// or mongodb+srv:// URL; got {self.hot!r}")
+        if self.cold is not None and not self.cold.startswith("s3://"):
+            raise ValueError(f"--cold takes an s3://bucket/prefix URL; got {self.cold!r}")
         if self.dev and not is_loopback(self.host):
             raise ValueError(
                 f"--dev accepts self-made 0.2.x tokens, so it binds to loopback only; got --host {self.host}"

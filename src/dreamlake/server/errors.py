@@ -14,3 +14,8 @@ class ApiError(Exception):
         self.error = error
         self.detail = detail
         self.headers = headers
+
+
+class TierUnavailableError(ConnectionError):
+    """A tier's store (MongoDB, S3) cannot be reached or refused the request; answered 503 with
+    ``Retry-After``, so clients retry (their journal keeps the data meanwhile)."""

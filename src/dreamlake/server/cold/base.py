@@ -10,6 +10,25 @@ from collections.abc import AsyncIterable, AsyncIterator
 from typing import Protocol
 
 
+def check_key(key: str) -> str:
+    """``key`` if it is ``/``-separated non-empty names without NUL that do not start with ``.``
+    (so no ``..``, and the directory tier's temporary names cannot clash); ``ValueError`` if not."""
+    for part in key.split("/"):
+        if not part or part.startswith(".") or "\0" in part:
+            raise ValueError(
+                f"object key {key!r} is not a '/'-separated list of non-empty names without NUL "
+                "that do not start with '.'"
+            )
+    return key
+
+
+def check_prefix(prefix: str) -> str:
+    """``prefix`` unless it holds NUL or a ``..`` segment (``ValueError``)."""
+    if "\0" in prefix or ".." in prefix.split("/"):
+        raise ValueError(f"object key prefix {prefix!r} holds NUL or '..'")
+    return prefix
+
+
 class ColdTier(Protocol):
     """Immutable objects by key."""
 

@@ -19,9 +19,11 @@ import anyio
 import anyio.to_thread
 
 from ..._disk.atomic import fsync_dir
+from .base import check_key, check_prefix
 
 if TYPE_CHECKING:
     from .base import ColdTier
+
 
 # Size of the pieces ``stream`` yields and ``put_stream`` writes: large enough that the thread hop
 # per piece is noise, small enough that many concurrent downloads stay cheap.
@@ -42,14 +44,7 @@ class DirectoryColdTier:
         """Nothing to release: files are opened per call."""
 
     def _path(self, key: str) -> Path:
-        parts = key.split("/")
-        for part in parts:
-            if not part or part.startswith(".") or "\0" in part:
-                raise ValueError(
-                    f"object key {key!r} is not a '/'-separated list of non-empty names without NUL "
-                    "that do not start with '.'"
-                )
-        return self.root.joinpath(*parts)
+        return self.root.joinpath(*check_key(key).split("/"))
 
     async def put(self, key: str, data: bytes) -> bool:
         """Store ``data`` under ``key`` unless the key exists; True if this call stored it."""
@@ -139,8 +134,7 @@ class DirectoryColdTier:
 
     async def list(self, prefix: str) -> list[str]:
         """Keys starting with ``prefix``, sorted (objects being written are not listed)."""
-        if "\0" in prefix or ".." in prefix.split("/"):
-            raise ValueError(f"object key prefix {prefix!r} holds NUL or '..'")
+        check_prefix(prefix)
         folder = prefix.rpartition("/")[0]
         return await anyio.to_thread.run_sync(_list_keys, self.root, folder, prefix)
 

@@ -123,7 +123,11 @@ class HotTier(Protocol):
         """A session by id."""
 
     async def ingest(self, session_id: str, key: str | None, ingest: Ingest) -> IngestResult:
-        """Store ``ingest`` atomically, numbering points per track and logs per session gap-free.
+        """Store ``ingest``, numbering points per track and logs per session gap-free. Invalid input
+        stores nothing. SQLite stores it in one transaction; MongoDB (no multi-document
+        transactions) stores each track's points, the logs and the parameters as one atomic write
+        each, so a crash part-way leaves some parts visible and the request unanswered, and its
+        retry with the same ``key`` stores the rest, nothing twice.
         With a ``key`` already stored, store nothing and return the first result with ``repeat``.
         ``KeyError`` for an unknown session; ``ValueError``/``TypeError`` for a blob whose count is
         not an int > 0 or whose data is not bytes (and nothing stored)."""
@@ -157,6 +161,10 @@ class HotTier(Protocol):
 
     async def tracks_to_archive(self, chunk_size: int, limit: int) -> list[TrackRecord]:
         """Tracks holding at least one full chunk of hot points."""
+
+    async def lease_track(self, track_id: str, owner: str, seconds: float) -> bool:
+        """Take or renew the right to archive a track for ``seconds``: True if ``owner`` holds it now
+        (free, expired or already ``owner``'s), so two servers do not build the same chunks."""
 
     async def chunk_archived(self, track_id: str, chunk_index: int, chunk_size: int, count: int = 1) -> bool:
         """Record chunks ``chunk_index .. chunk_index+count-1`` as in the cold tier and drop the hot

@@ -19,6 +19,7 @@ import queue
 import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -27,8 +28,10 @@ import anyio.to_thread
 
 from ..._schema.params import merge
 from ..._schema.timestamps import utc_now_iso
-from ..._schema.values import tag_nonfinite, untag_nonfinite
 from .base import Batch, Ingest, IngestResult, SessionRecord, Token, TrackRecord, TrackWrite
+from .codec import dump as _dump
+from .codec import dump_optional as _dump_optional
+from .codec import load as _load
 
 if TYPE_CHECKING:
     from .base import HotTier
@@ -67,6 +70,8 @@ CREATE TABLE IF NOT EXISTS files(
     seq INTEGER PRIMARY KEY,  -- listing order; a replacement takes the replaced entry's place
     session_id TEXT NOT NULL, id TEXT NOT NULL, path TEXT, filename TEXT, deleted INTEGER NOT NULL,
     meta TEXT NOT NULL, UNIQUE(session_id, id));
+CREATE TABLE IF NOT EXISTS leases(  -- who archives a track, until when (seconds since the epoch)
+    track_id TEXT PRIMARY KEY, owner TEXT NOT NULL, until REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS ingest_keys(
     session_id TEXT NOT NULL, key TEXT NOT NULL, result TEXT NOT NULL, created_at TEXT NOT NULL,
     PRIMARY KEY(session_id, key));
@@ -77,18 +82,6 @@ _TRACK_COLUMNS = (
     "id, session_id, name, description, tags, metadata, total, chunked, created_at, updated_at, "
     "first_data_at, last_data_at"
 )
-
-
-def _dump(value: Any) -> str:
-    return json.dumps(tag_nonfinite(value), separators=(",", ":"), ensure_ascii=False)
-
-
-def _dump_optional(value: Any) -> str | None:
-    return None if value is None else _dump(value)
-
-
-def _load(text: str | None) -> Any:
-    return None if text is None else untag_nonfinite(json.loads(text))
 
 
 def _track(row: tuple[Any, ...]) -> TrackRecord:
@@ -487,6 +480,20 @@ class SQLiteHotTier:
             "ORDER BY total - chunked DESC LIMIT ?"
         )
         return await self._all(_track, sql, chunk_size, limit)
+
+    async def lease_track(self, track_id: str, owner: str, seconds: float) -> bool:
+        """Take or renew the track's archiving lease: True if ``owner`` holds it now."""
+        now = time.time()
+
+        def take(conn: sqlite3.Connection) -> bool:
+            taken = conn.execute(
+                "INSERT INTO leases VALUES (?1, ?2, ?3) ON CONFLICT(track_id) DO UPDATE SET owner = ?2, "
+                "until = ?3 WHERE leases.until < ?4 OR leases.owner = ?2",
+                (track_id, owner, now + seconds, now),
+            ).rowcount
+            return taken == 1
+
+        return await self._write(take)
 
     async def chunk_archived(self, track_id: str, chunk_index: int, chunk_size: int, count: int = 1) -> bool:
         """Record chunks ``chunk_index .. chunk_index+count-1`` as archived and drop the batches wholly
