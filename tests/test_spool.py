@@ -288,6 +288,16 @@ def test_dreamlake_recover_stores_dead_runs_without_opening_them(tmp_path: Path)
     assert (again.returncode, again.stdout) == (0, "")
 
 
+def test_opening_another_session_points_at_dead_spools_and_leaves_them(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    burst(root, "scalar", 1000, 999)
+    with pytest.warns(RuntimeWarning, match=rf"sessions {WORKSPACE}/{SESSION}\); .*dreamlake recover"):
+        Session("another", WORKSPACE, local_path=root).open().close()
+    assert len(list((root / DIRECTORY).iterdir())) == 1  # not that session's to store
+    reopen(root)
+    assert read_points(root, "train%2Floss") == [expected_point("scalar", i) for i in range(1000)]
+
+
 def test_orphans_skip_this_process_and_live_owners(tmp_path: Path) -> None:
     identity = {"workspace": WORKSPACE, "session": SESSION, "remote": None}
     live = Spool(tmp_path, identity, half_bytes(1))

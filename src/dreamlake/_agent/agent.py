@@ -69,8 +69,18 @@ class Agent:
             self.sink.intent = spool.intent_of
 
     async def _recover(self, spool: Spool) -> None:
-        """Store what dead runs of this session left in their spools, before anything new."""
-        for orphan in orphans(spool.path.parent.parent, lambda identity: identity == spool.identity):
+        """Store what dead runs of this session left in their spools, before anything new; point
+        out those of other sessions (a killed run's session is seldom opened again)."""
+        root = spool.path.parent.parent
+        others: list[str] = []
+
+        def ours(identity: dict[str, Any]) -> bool:
+            if identity == spool.identity:
+                return True
+            others.append(f"{identity.get('workspace')}/{identity.get('session')}")
+            return False
+
+        for orphan in orphans(root, ours):
             try:
                 for track_id, records in orphan.records.items():
                     await self._store_orphan(orphan, track_id, records)
@@ -78,6 +88,16 @@ class Agent:
                 orphan.release()  # left for the next open or 'dreamlake recover'
                 raise
             orphan.remove()
+        if others:
+            warnings.warn(
+                f"dreamlake: killed runs left points that were accepted but not yet written in "
+                f"{len(others)} spool(s) under {root / '.spool'} "
+                f"(sessions {', '.join(sorted(set(others)))}); "
+                f"they are stored when those sessions are opened again, or now with "
+                f"'dreamlake recover --local-path {root}'",
+                RuntimeWarning,
+                stacklevel=1,
+            )
 
     async def _store_orphan(self, orphan: Orphan, track_id: int, records: list[dict[Any, Any]]) -> None:
         if track_id == PARAMS_ID:  # merging a change twice changes nothing
