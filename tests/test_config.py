@@ -33,6 +33,7 @@ def test_environment_overrides_defaults_and_keywords_override_environment() -> N
         {"flush_interval": 0},
         {"close_timeout": True},
         {"batch_size": 100, "max_queue": 10},
+        {"spool": "no"},
     ],
 )
 def test_bad_options_raise_config_error(options: dict[str, object]) -> None:
@@ -48,3 +49,17 @@ def test_bad_environment_value_names_the_variable() -> None:
 def test_unknown_option_is_rejected() -> None:
     with pytest.raises(ConfigError, match="unknown"):
         AgentConfig.resolve({"max_qeue": 3}, environ={})
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [("0", False), ("off", False), ("No", False), ("1", True), ("yes", True)]
+)
+def test_spool_switch_from_the_environment(raw: str, expected: bool) -> None:
+    env = {"DREAMLAKE_SPOOL": raw}
+    assert AgentConfig.resolve({}, environ=env).spool is expected
+    assert AgentConfig.resolve({"spool": not expected}, environ=env).spool is not expected
+
+
+def test_a_bad_spool_switch_names_the_variable() -> None:
+    with pytest.raises(ConfigError, match="DREAMLAKE_SPOOL='maybe'"):
+        AgentConfig.resolve({}, environ={"DREAMLAKE_SPOOL": "maybe"})
