@@ -37,10 +37,11 @@ class Session(SessionCore):
     Args:
         name: Session name, unique within the workspace.
         workspace: Workspace name.
-        local_path: Root directory of local storage.
-        remote: URL of a dreamlake server (not available in this version).
-        api_key: Token for ``remote``.
-        user_name: User for ``remote``.
+        local_path: Root directory of local storage (with ``remote`` too: hybrid mode, both get
+            everything); also ``DREAMLAKE_LOCAL_PATH``.
+        remote: URL of a dreamlake server (remote mode); also ``DREAMLAKE_REMOTE``.
+        api_key: Token for ``remote``; also ``DREAMLAKE_API_KEY``.
+        user_name: 0.2.x's way to authenticate, accepted only by a ``--dev`` server.
         description: Free text stored with the session.
         tags: Tags stored with the session.
         folder: Folder path stored with the session.
@@ -54,6 +55,8 @@ class Session(SessionCore):
         close_timeout: See :class:`AgentConfig`; also ``DREAMLAKE_CLOSE_TIMEOUT``.
         durability: ``"buffered"`` (default), ``"flush"`` or ``"sync"``; see :class:`AgentConfig`;
             also ``DREAMLAKE_DURABILITY``.
+        max_journal: See :class:`AgentConfig`; also ``DREAMLAKE_MAX_JOURNAL``.
+        spool: See :class:`AgentConfig`; also ``DREAMLAKE_SPOOL``.
     """
 
     def _setup(self) -> None:
