@@ -29,9 +29,10 @@ must be byte-for-byte ``{"index":k,"data":{"step":k,"value":k/2}}`` (a mismatch 
 JSON content), ``metadata.json`` may not count more points than the file holds, and only the last
 line may be torn (none after the graceful stop). Zero loss beyond the window: each track holds at
 least the last flushed count, the logs and ``last_step`` are at least as recent, and the next
-child's ``stats()`` agrees with the files. RSS: a least-squares slope per child over its samples
-after the first ``--warmup`` seconds. The work directory (about 2.5 GB per minute at full speed on
-a 2-core VM) is deleted unless ``--keep`` is given or a check failed.
+child's ``stats()`` is at least what the files held (more by what its open recovered from the killed
+run's spool; those lines are checked like the rest at the next check). RSS: a least-squares slope
+per child over its samples after the first ``--warmup`` seconds. The work directory (about 2.5 GB
+per minute at full speed on a 2-core VM) is deleted unless ``--keep`` is given or a check failed.
 """
 
 from __future__ import annotations
@@ -72,11 +73,11 @@ def child(root: Path) -> None:
 
     threading.Thread(target=watch_stdin, daemon=True).start()
     logs_path = root / WS / NAME / "logs" / "logs.jsonl"
-    logs = logs_path.read_bytes().count(b"\n") if logs_path.exists() else 0  # a torn tail is cut
     proc = psutil.Process()
-    with Session(NAME, WS, local_path=root) as s:
+    with Session(NAME, WS, local_path=root) as s:  # its open stores what the last run's spool held
         tracks = [s.track(name) for name in TRACKS]
         counts = [t.stats()["totalDataPoints"] for t in tracks]
+        logs = logs_path.read_bytes().count(b"\n") if logs_path.exists() else 0  # a torn tail is cut
         print("start", *counts, logs, flush=True)
         i = max(counts)
         for track, n in zip(tracks, counts, strict=True):  # a track the kill left behind catches up first
@@ -269,7 +270,10 @@ class Verifier:
     def after(self, run: Child, closed: bool) -> dict[str, Any]:
         """Check the files after ``run`` was killed (or closed): violations, losses, torn tails."""
         found, lost_points = [], 0
-        if run.start is not None and run.start != self.counts():
+        # The child's open stored what the killed run's spool held beyond the files (checked below,
+        # line by line, as the files advance): it may start past them, never short of them.
+        recovered = 0 if run.start is None else sum(run.start) - sum(self.counts())
+        if run.start is not None and any(s < c for s, c in zip(run.start, self.counts(), strict=True)):
             found.append(f"stats() and logs.jsonl gave the child {run.start}, the files hold {self.counts()}")
         report = self.check_session(self.shadow, allow_torn_tail=not closed)
         found += report.violations
@@ -294,7 +298,8 @@ class Verifier:
             found.append(f"parameters.json has last_step={stored}, {param} was set and flushed")
         if run.closed is not None and run.closed[3:] != [0, 0]:
             found.append(f"agent stats at close: dropped={run.closed[3]} writeErrors={run.closed[4]}")
-        return {"violations": found, "lost_points": lost_points, "lost_logs": lost_logs, "torn": torn}
+        return {"violations": found, "lost_points": lost_points, "lost_logs": lost_logs, "torn": torn,
+                "recovered_at_open": recovered}
 
 
 def soak(args: argparse.Namespace) -> int:
@@ -329,7 +334,8 @@ def soak(args: argparse.Namespace) -> int:
             runs.append(record)
             rss, slope = record["rss"], record["rss"]["slope_mb_per_min"]
             print(f"run {record['run']:2d} {'closed' if closed else 'kill -9':7s} at {run.seconds:4.1f} s"
-                  f" | resumed at {run.start and run.start[0]} | last flush {run.flushed[0]:,} | on disk "
+                  f" | resumed at {run.start and run.start[0]} (spool gave {record['recovered_at_open']:,})"
+                  f" | last flush {run.flushed[0]:,} | on disk "
                   f"{verifier.counts()[0]:,}/{verifier.counts()[1]:,} pts, {verifier.logs:,} logs | lost "
                   f"{record['lost_points']}+{record['lost_logs']} | torn {record['torn']} | RSS "
                   f"{rss['start_mb'] or 0:.0f}->{rss['end_mb'] or 0:.0f} MB (peak {rss['peak_mb']:.0f}), "
@@ -362,6 +368,7 @@ def soak(args: argparse.Namespace) -> int:
         "lost log lines beyond window": sum(r["lost_logs"] for r in runs),
         "invariant violations": sum(len(r["violations"]) for r in runs),
         "torn tails repaired": sum(r["torn"] for r in runs),
+        "points and logs recovered from spools": sum(r["recovered_at_open"] for r in runs),
         "RSS slope median (MB/min)": statistics.median(slopes) if slopes else None,
         "RSS slope max (MB/min)": max(slopes, default=None),
         "RSS peak max (MB)": max((r["rss"]["peak_mb"] for r in runs), default=0.0),
