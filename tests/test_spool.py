@@ -288,6 +288,29 @@ def test_dreamlake_recover_stores_dead_runs_without_opening_them(tmp_path: Path)
     assert (again.returncode, again.stdout) == (0, "")
 
 
+NO_C = "import sys\nsys.modules['dreamlake._speedups'] = None  # the Python twins, as without a compiler\n"
+
+
+def test_without_the_c_hot_path_the_python_twins_spool_and_recover_the_same(tmp_path: Path) -> None:
+    root = tmp_path / "store"
+    params = {"ROOT": str(root), "NAME": SESSION, "WS": WORKSPACE, "N": 5000, "KILL_AT": 4321, "BATCH": 2000,
+              "INTERVAL": 0.01, "PARAMS": True}
+    for kind in ("wide", "logs"):
+        script = NO_C + make_script(block(BURST), KIND=kind, **params)
+        status, _, stderr = run_script(script)
+        assert status == -signal.SIGKILL, stderr
+        reopen_twin = NO_C + make_script(block("""
+            from dreamlake._agent import hotpath
+            assert not hotpath.COMPILED
+            Session(NAME, WS, local_path=ROOT).open().close()
+        """), ROOT=str(root), NAME=SESSION, WS=WORKSPACE)
+        status, _, stderr = run_script(reopen_twin)
+        assert status == 0, stderr
+    assert read_points(root, "train%2Floss") == [expected_point("wide", i) for i in range(4322)]
+    logs = check_session(root / WORKSPACE / SESSION).logs
+    assert [entry["message"] for entry in logs] == [f"entry {i}" for i in range(4322)]
+
+
 def test_opening_another_session_points_at_dead_spools_and_leaves_them(tmp_path: Path) -> None:
     root = tmp_path / "store"
     burst(root, "scalar", 1000, 999)

@@ -117,7 +117,7 @@ class SessionCore(LogCore):
         super().__init__(
             self._queue.gate,
             logs.items.append,
-            functools.partial(self._admit, logs),
+            functools.partial(self._queue_admit, logs),
             LEVEL_LOOKUP,
             time.time,
             self._log_slow,
@@ -126,7 +126,7 @@ class SessionCore(LogCore):
         self._setup()
 
     @property
-    def _admit(self) -> Callable[[TrackBuffer, dict[str, Any], int], Any]:
+    def _queue_admit(self) -> Callable[[TrackBuffer, dict[str, Any], int], Any]:
         """The queue's slow path for this face's ``append``/``log``."""
         return self._queue.admit_async if self._ASYNC else self._queue.admit
 
