@@ -22,6 +22,7 @@ from .._schema.levels import LEVEL, MESSAGE, TIMESTAMP
 from .._schema.timestamps import utc_iso
 from .._schema.values import tag_nonfinite, untag_nonfinite
 from .atomic import fsync_dir
+from .fdcache import FILES
 from .filelock import FileLock
 
 _PROBE = 4096  # bytes read per probe while seeking; most lines are far shorter
@@ -129,7 +130,6 @@ class NumberedLog:
         self._key = key
         self._encode = encode
         self._fsync = fsync
-        self._fd = -1
         self._size = -1  # file size after our last append or tail check, under the lock
         self._count = 0  # lines in the file at that size
         self._before_append = (0, 0)  # size and count before the last append
@@ -141,19 +141,22 @@ class NumberedLog:
 
         ``intent(first_number)`` is called before anything is written (the spool records it).
         """
-        fd = self._open()
-        size, first = self._tail(fd)
-        if intent is not None:
-            intent(first)
-        blob = self._encode(first, points)
+        fd = self._pin()
         try:
-            _write_all(fd, blob)
-            if self._fsync:
-                os.fsync(fd)
-        except BaseException:
-            # Leave no partial batch behind: the caller keeps the points and retries them.
-            os.ftruncate(fd, size)
-            raise
+            size, first = self._tail(fd)
+            if intent is not None:
+                intent(first)
+            blob = self._encode(first, points)
+            try:
+                _write_all(fd, blob)
+                if self._fsync:
+                    os.fsync(fd)
+            except BaseException:
+                # Leave no partial batch behind: the caller keeps the points and retries them.
+                os.ftruncate(fd, size)
+                raise
+        finally:
+            FILES.unpin(self)
         self._size = size + len(blob)
         self._count = first + len(points)
         self._before_append = (size, first)
@@ -162,24 +165,35 @@ class NumberedLog:
     def undo_append(self) -> None:
         """Remove what the last :meth:`append` wrote (what must accompany it failed). With ``lock``."""
         size, count = self._before_append
-        os.ftruncate(self._fd, size)
+        fd = self._pin()
+        try:
+            os.ftruncate(fd, size)
+        finally:
+            FILES.unpin(self)
         self._size, self._count = size, count
 
     def count(self) -> int:
         """Number of points in the file (repairs a torn tail). Call with ``lock`` held."""
-        return self._tail(self._open())[1]
+        fd = self._pin()
+        try:
+            return self._tail(fd)[1]
+        finally:
+            FILES.unpin(self)
 
     def stored_prefix(self, first: int, items: Sequence[dict[str, Any]]) -> int:
         """How many of ``items``, numbered from ``first``, the file holds as they would be written
         (a write cut short by a kill). Call with ``lock`` held."""
-        fd = self._open()
-        size, count = self._tail(fd)
-        n = min(len(items), count - first)
-        if n <= 0:
-            return 0
-        start = 0 if first == 0 else self._offset(fd, first, size, count)
-        end = size if first + n == count else self._offset(fd, first + n, size, count)
-        stored = os.pread(fd, end - start, start).splitlines(keepends=True)
+        fd = self._pin()
+        try:
+            size, count = self._tail(fd)
+            n = min(len(items), count - first)
+            if n <= 0:
+                return 0
+            start = 0 if first == 0 else self._offset(fd, first, size, count)
+            end = size if first + n == count else self._offset(fd, first + n, size, count)
+            stored = os.pread(fd, end - start, start).splitlines(keepends=True)
+        finally:
+            FILES.unpin(self)
         expected = self._encode(first, items[:n]).splitlines(keepends=True)
         same = 0
         while same < n and stored[same] == expected[same]:
@@ -189,15 +203,23 @@ class NumberedLog:
     def read(self, start: int, limit: int) -> tuple[list[dict[str, Any]], int]:
         """Return up to ``limit`` entries from index ``start`` and the track's point count."""
         with self.lock:
-            fd = self._open()
-            end, count = self._tail(fd)
-        # Everything before ``end`` is complete and never rewritten, so the rest needs no lock.
-        if start >= count or limit <= 0:
-            return [], count
-        stop = min(count, start + limit)
-        first = self._offset(fd, start, end, count)
-        last = end if stop == count else self._offset(fd, stop, end, count)
-        chunk = os.pread(fd, last - first, first)
+            fd = self._pin()
+            try:
+                end, count = self._tail(fd)
+            except BaseException:
+                FILES.unpin(self)
+                raise
+        # Everything before ``end`` is complete and never rewritten, so the rest needs no lock
+        # (the pin keeps the descriptor open).
+        try:
+            if start >= count or limit <= 0:
+                return [], count
+            stop = min(count, start + limit)
+            first = self._offset(fd, start, end, count)
+            last = end if stop == count else self._offset(fd, stop, end, count)
+            chunk = os.pread(fd, last - first, first)
+        finally:
+            FILES.unpin(self)
         array = b"[" + chunk.rstrip(b"\n").replace(b"\n", b",") + b"]"
         try:
             entries = _LINES_DECODER.decode(array)
@@ -208,21 +230,19 @@ class NumberedLog:
         return entries, count
 
     def close(self) -> None:
-        """Close the file descriptors."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-        self.lock.close()
+        """Close the file's descriptor (it is opened again if the log is used again)."""
+        FILES.discard(self)
+
+    def _pin(self) -> int:
+        """The file's descriptor, kept open until ``FILES.unpin(self)``."""
+        return FILES.pin(self, self._open)
 
     def _open(self) -> int:
-        if self._fd < 0:
-            created = self._fsync and not self.path.exists()
-            self._fd = os.open(
-                self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644
-            )
-            if created:
-                fsync_dir(self.directory)
-        return self._fd
+        created = self._fsync and not self.path.exists()
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        if created:
+            fsync_dir(self.directory)
+        return fd
 
     def _tail(self, fd: int) -> tuple[int, int]:
         """Return ``(size, count)``, truncating a torn or unparsable last line first."""
