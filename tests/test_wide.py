@@ -48,7 +48,9 @@ print(json.dumps({"peak": peak, "wrong": wrong}), flush=True)
 def test_5000_tracks_under_1024_open_files(tmp_path: Path) -> None:
     tracks, steps = 5_000, 20
     script = make_script(
-        block(LIMIT), block(MANY_TRACKS), ROOT=str(tmp_path), NAME=SESSION, WS=WORKSPACE, TRACKS=tracks, STEPS=steps
+        block(LIMIT),
+        block(MANY_TRACKS),
+        ROOT=str(tmp_path), NAME=SESSION, WS=WORKSPACE, TRACKS=tracks, STEPS=steps,
     )
     with Child(script) as child:
         status = child.wait(timeout=280)
