@@ -20,6 +20,7 @@ from typing import Any
 
 import anyio
 
+from .._disk.advice import advice
 from .._exceptions import DreamlakeError, StorageError
 from .._sinks.base import FileRequest, Sink, TrackSpec
 from .queue import PointQueue, TrackBuffer
@@ -62,7 +63,7 @@ class Agent:
         try:
             await self.sink.open()
         except OSError as exc:
-            raise StorageError(f"cannot open the session's storage: {exc}") from exc
+            raise StorageError(f"cannot open the session's storage ({exc}): {advice(exc)}") from exc
         spool = self.queue.spool
         if spool is not None:
             await self._recover(spool)
@@ -316,8 +317,8 @@ class Agent:
     def _failed(self, exc: Exception, what: str) -> StorageError:
         self.write_errors += 1
         error = StorageError(
-            f"writing {what} failed ({exc}); {self.queue.held} points are kept in memory "
-            "and will be retried. Free disk space or fix permissions; flush() raises until then"
+            f"writing {what} failed ({exc}): {advice(exc)}. {self.queue.held} points are kept in "
+            "memory and will be retried; flush() raises until then"
         )
         error.__cause__ = exc
         self._last_error = error
