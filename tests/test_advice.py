@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dreamlake import Session, StorageError
-from dreamlake._disk.advice import advice
+from dreamlake._sinks.advice import advice
 from dreamlake.testing import failing
 
 

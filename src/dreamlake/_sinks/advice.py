@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import resource
 
-from .fdcache import FILES
+from .._disk.fdcache import FILES
 
 
 def advice(exc: BaseException) -> str:
