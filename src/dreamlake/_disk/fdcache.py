@@ -1,13 +1,13 @@
 """A process-wide, bounded set of open data files, so a session's open files do not grow with its tracks.
 
 Every :class:`~dreamlake._disk.jsonl.NumberedLog` (a track's ``data.jsonl``, a session's ``logs.jsonl``)
-gets its descriptor here. At most :data:`MAX_OPEN_FILES` stay open across all sessions of the process;
+gets its descriptor here. At most :func:`max_open_files` stay open across all sessions of the process;
 opening one more closes the least recently used one that nobody is using. A descriptor is *pinned*
 while in use (between :meth:`FdCache.pin` and :meth:`FdCache.unpin`), and a pinned one is never closed,
 so the bound may be passed briefly by as many files as threads are writing at once.
 
-No lock lives on these descriptors (see ``filelock.py``: locks take their own descriptor, per
-acquisition), so closing one never releases a lock another handle holds.
+A log's lock is a ``flock`` on its own descriptor here (``jsonl._LogLock``), pinned while held; a
+``flock`` belongs to its open file description, so closing some other descriptor never releases it.
 """
 
 from __future__ import annotations
@@ -113,11 +113,13 @@ class FdCache:
             os.close(self._entries.pop(owner)[0])
 
     def _after_fork(self) -> None:
-        # The lock may have been held by a thread that does not exist in the child; the pins of
-        # such threads would never be undone.
+        # The lock may have been held by a thread that does not exist in the child. The inherited
+        # descriptors share their open file descriptions, and so their flocks, with the parent's:
+        # the child opens its own, so that parent and child exclude each other on a track.
         self._lock = threading.Lock()
-        for entry in self._entries.values():
-            entry[1] = 0
+        for fd, _ in self._entries.values():
+            os.close(fd)
+        self._entries.clear()
 
 
 #: The process's cache, shared by every session.

@@ -10,10 +10,13 @@ process may have outrun).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import msgspec
@@ -23,7 +26,6 @@ from .._schema.timestamps import utc_iso
 from .._schema.values import tag_nonfinite, untag_nonfinite
 from .atomic import fsync_dir
 from .fdcache import FILES
-from .filelock import FileLock
 
 _PROBE = 4096  # bytes read per probe while seeking; most lines are far shorter
 _SCAN_BELOW = 16 * 1024  # below this span, stop bisecting and count newlines
@@ -123,7 +125,7 @@ class NumberedLog:
     ) -> None:
         self.directory = path.parent
         self.path = path
-        self.lock = FileLock(path.with_name(f".{path.stem}.lock"))
+        self.lock = _LogLock(self)
         self._decoder: msgspec.json.Decoder[_Index | _Sequence] = msgspec.json.Decoder(
             _Index if key == "index" else _Sequence
         )
@@ -305,6 +307,54 @@ class NumberedLog:
         for _ in range(index - lo_index):
             pos = block.index(b"\n", pos) + 1
         return lo + pos
+
+
+class _LogLock:
+    """Excludes other threads and processes from a :class:`NumberedLog`: a thread lock, then an
+    exclusive ``flock`` on the log's own descriptor, pinned in ``FILES`` while held.
+
+    No separate lock file: creating one per track doubled the files a wide session creates, and
+    kept a second descriptor per track. ``flock`` belongs to the open file description, and each log
+    has its own (a pinned descriptor is never closed), so closing any other descriptor of the file,
+    in this process or not, never releases it; two logs on one path exclude each other even within
+    one process. (On NFS, Linux emulates ``flock`` with ``fcntl`` locks, which a close of any of the
+    process's descriptors of the file releases: two sessions of one process on one track there are
+    not excluded from each other.)
+    """
+
+    __slots__ = ("_fd", "_log", "_thread_lock")
+
+    def __init__(self, log: NumberedLog) -> None:
+        self._log = log
+        self._thread_lock = threading.Lock()
+        self._fd = -1
+
+    def __enter__(self) -> _LogLock:
+        self._thread_lock.acquire()
+        try:
+            fd = self._log._pin()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except BaseException:
+                FILES.unpin(self._log)
+                raise
+        except BaseException:
+            self._thread_lock.release()
+            raise
+        self._fd = fd
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            FILES.unpin(self._log)
+            self._thread_lock.release()
 
 
 class TrackLog(NumberedLog):
