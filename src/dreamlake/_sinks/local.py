@@ -14,6 +14,8 @@ from typing import Any
 import anyio
 
 from .._disk.session_dir import SessionDir
+from .._exceptions import StorageError
+from .advice import advice
 from .base import FileRequest, GroupWriteError, Sink, TrackSpec
 
 # A cancelled call stops being waited for at once: the agent is only ever cancelled when close() runs
@@ -95,4 +97,11 @@ class LocalSink(Sink):
         return await _in_thread(self.dir.files.update, file_id, dict(changes))
 
     async def close(self, agent_stats: Mapping[str, Any], deadline: float | None = None) -> None:
-        await _in_thread(self.dir.close, agent_stats)
+        try:
+            await _in_thread(self.dir.close, agent_stats)
+        except OSError as exc:
+            raise StorageError(
+                f"closing the session's files failed ({exc}): {advice(exc)}. The points written are "
+                "in data.jsonl; metadata.json (brought in step when a track is next read) and "
+                "session.json may lag them"
+            ) from exc
