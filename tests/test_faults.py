@@ -68,7 +68,8 @@ def test_a_full_disk_for_real_keeps_points_and_resumes(tmp_path: Path) -> None:
     assert code == 0, stderr
     failed = next(line for line in lines if line.startswith("flush failed:"))
     assert failed.split()[2] == str(errno.EFBIG)
-    assert "Free disk space or fix permissions" in failed  # says what to do
+    assert "a file reached the largest size allowed" in failed  # says what happened
+    assert "raise the limit" in failed  # and what to do
     refused = next(line for line in lines if line.startswith("blocked append refused after"))
     accepted = int(refused.split()[-1])
     stats = json.loads(next(line for line in lines if line.startswith("stats"))[6:])

@@ -106,10 +106,11 @@ def test_reads_written_by_another_writer_format(tmp_path: Path) -> None:
 def test_failed_write_leaves_no_partial_batch(log: TrackLog, monkeypatch: pytest.MonkeyPatch) -> None:
     append(log, [{"v": 0}])
     size = log.path.stat().st_size
+    inode = log.path.stat().st_ino
     real_write = os.write
 
     def half_then_fail(fd: int, data: bytes) -> int:
-        if fd == log._fd:
+        if os.fstat(fd).st_ino == inode:
             real_write(fd, bytes(data[: len(data) // 2]))
             raise OSError(28, "No space left on device")
         return real_write(fd, data)

@@ -31,7 +31,7 @@ NAMES = [
     "q?x=1#frag",
 ]
 # What a track directory holds (the lock file sits beside data.jsonl).
-TRACK_FILES = {"data.jsonl", "metadata.json", ".data.lock"}
+TRACK_FILES = {"data.jsonl", "metadata.json"}
 
 
 def entries_outside_the_session(root: Path) -> list[str]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -245,6 +245,9 @@ class _Wrapped(Sink):
 
     async def run(self) -> None:
         await self.real.run()
+
+    async def settle(self, names: Collection[str] | None) -> None:
+        await self.real.settle(names)
 
     async def flushed(self) -> None:
         await self.real.flushed()

@@ -21,7 +21,8 @@ from typing import Any
 import anyio
 
 from .._exceptions import DreamlakeError, StorageError
-from .._sinks.base import FileRequest, Sink, TrackSpec
+from .._sinks.advice import advice
+from .._sinks.base import FileRequest, GroupWriteError, Sink, TrackSpec
 from .queue import PointQueue, TrackBuffer
 from .spool import LOGS_ID, PARAMS_ID, Orphan, Spool, orphans
 
@@ -62,7 +63,7 @@ class Agent:
         try:
             await self.sink.open()
         except OSError as exc:
-            raise StorageError(f"cannot open the session's storage: {exc}") from exc
+            raise StorageError(f"cannot open the session's storage ({exc}): {advice(exc)}") from exc
         spool = self.queue.spool
         if spool is not None:
             await self._recover(spool)
@@ -147,6 +148,13 @@ class Agent:
         Parameter changes are always written; log entries and file saves only by a full flush.
         """
         await self.hand_over(names)
+        try:
+            await self.sink.settle(names)
+        except OSError as exc:
+            raise StorageError(
+                f"writing the tracks' metadata.json failed ({exc}): {advice(exc)}. The points are "
+                "stored; the metadata is written again on the next flush(), read or close()"
+            ) from exc
         await self.sink.drain()
 
     async def hand_over(self, names: Collection[str] | None = None) -> None:
@@ -276,26 +284,7 @@ class Agent:
                     error = self._failed(exc, "parameters")
                 else:
                     self.queue.stored(self.queue.params, len(deltas))
-            for buffer, count in self.queue.pending(names):
-                # Only what was pending when the flush began, so a busy producer cannot stall it.
-                remaining = count
-                while True:
-                    chunk = self.queue.take(buffer, min(remaining, self.max_chunk))
-                    try:
-                        await self._write(buffer, chunk)
-                    except BaseException as exc:
-                        # A sink stores all of a chunk or none of it, so the chunk goes back either
-                        # way; cancellation (a close() past its deadline) is re-raised after that.
-                        self.queue.give_back(buffer, chunk)
-                        if not isinstance(exc, Exception):
-                            raise
-                        error = self._failed(exc, _what(buffer, self.queue))
-                        break
-                    self.written += len(chunk)
-                    self.queue.stored(buffer, len(chunk))
-                    remaining -= len(chunk)
-                    if remaining <= 0 or not chunk:
-                        break
+            error = await self._write_pending(names) or error
             await self.sink.flushed()
             self.queue.free_spool()
             self.flushes += 1
@@ -307,17 +296,67 @@ class Agent:
             elif raise_errors:
                 raise error
 
-    async def _write(self, buffer: TrackBuffer, chunk: list[Any]) -> None:
-        if buffer is not self.queue.logs:
-            await self.sink.write_track(buffer.spec, chunk)
-        elif chunk:
-            await self.sink.write_logs(chunk)
+    async def _write_pending(self, names: Collection[str] | None) -> StorageError | None:
+        """Write what is pending in each buffer now (so a busy producer cannot stall a flush): the
+        chunks of many tracks go to the sink as one group of up to ``max_chunk`` points, so a wide
+        session costs a sink call per batch, not per track. Return the last failure."""
+        queue, error = self.queue, None
+        todo: deque[tuple[TrackBuffer, int]] = deque(queue.pending(names))
+        while todo:
+            buffer, remaining = todo.popleft()
+            if buffer is queue.logs:
+                chunk = queue.take(buffer, min(remaining, self.max_chunk))
+                try:
+                    if chunk:
+                        await self.sink.write_logs(chunk)
+                except BaseException as exc:
+                    queue.give_back(buffer, chunk)  # all or none was stored
+                    if not isinstance(exc, Exception):
+                        raise  # cancellation (a close() past its deadline), after the give-back
+                    error = self._failed(exc, "logs")
+                    continue
+                self._stored(buffer, chunk)
+                if remaining > len(chunk) and chunk:
+                    todo.append((buffer, remaining - len(chunk)))
+                continue
+            group = [(buffer, queue.take(buffer, min(remaining, self.max_chunk)), remaining)]
+            points = len(group[0][1])
+            while todo and points < self.max_chunk and todo[0][0] is not queue.logs:
+                buffer, remaining = todo.popleft()
+                group.append((buffer, queue.take(buffer, min(remaining, self.max_chunk - points)), remaining))
+                points += len(group[-1][1])
+            writes = [(b.spec, chunk) for b, chunk, _ in group]
+            start = 0
+            while start < len(group):
+                try:
+                    done = start + await self.sink.write_tracks(writes[start:])
+                    failure: Exception | None = None
+                except GroupWriteError as exc:
+                    done, failure = start + exc.done, exc.cause
+                except BaseException:
+                    for b, chunk, _ in group[start:]:
+                        queue.give_back(b, chunk)  # all or none of each was stored
+                    raise  # cancellation (a close() past its deadline), after the give-back
+                for b, chunk, remaining in group[start:done]:
+                    self._stored(b, chunk)
+                    if remaining > len(chunk) and chunk:
+                        todo.append((b, remaining - len(chunk)))  # the rest, after the others
+                if failure is not None:
+                    b, chunk, _ = group[done]
+                    queue.give_back(b, chunk)
+                    error = self._failed(failure, f"track {b.spec.name!r}")
+                start = done + 1  # one failing track does not hold back the others
+        return error
+
+    def _stored(self, buffer: TrackBuffer, chunk: list[Any]) -> None:
+        self.written += len(chunk)
+        self.queue.stored(buffer, len(chunk))
 
     def _failed(self, exc: Exception, what: str) -> StorageError:
         self.write_errors += 1
         error = StorageError(
-            f"writing {what} failed ({exc}); {self.queue.held} points are kept in memory "
-            "and will be retried. Free disk space or fix permissions; flush() raises until then"
+            f"writing {what} failed ({exc}): {advice(exc)}. {self.queue.held} points are kept in "
+            "memory and will be retried; flush() raises until then"
         )
         error.__cause__ = exc
         self._last_error = error

@@ -12,8 +12,12 @@ from types import TracebackType
 class FileLock:
     """Exclusive ``flock`` on ``path`` plus a thread lock.
 
-    ``flock`` belongs to an open file description, so threads sharing this object's descriptor would
-    not exclude each other through it alone; the thread lock covers them.
+    The lock file is opened when the lock is taken and closed when it is released, so a session with
+    thousands of tracks holds no lock descriptor between writes (``fdcache.py`` bounds the data
+    files). ``flock``, unlike ``lockf``/``fcntl`` locks, belongs to the open file description: closing
+    some other descriptor of the same file in this process never releases it, and two ``FileLock``
+    objects on one path exclude each other even within one process. Threads sharing this object would
+    not exclude each other through one description alone; the thread lock covers them.
     """
 
     def __init__(self, path: Path) -> None:
@@ -24,9 +28,13 @@ class FileLock:
     def __enter__(self) -> FileLock:
         self._thread_lock.acquire()
         try:
-            if self._fd < 0:
-                self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            except BaseException:
+                os.close(self._fd)
+                self._fd = -1
+                raise
         except BaseException:
             self._thread_lock.release()
             raise
@@ -38,14 +46,11 @@ class FileLock:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        fd, self._fd = self._fd, -1
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(fd)  # releases the flock: this description is the only one holding it
         finally:
             self._thread_lock.release()
 
     def close(self) -> None:
-        """Close the descriptor; the lock can still be taken again later."""
-        with self._thread_lock:
-            if self._fd >= 0:
-                os.close(self._fd)
-                self._fd = -1
+        """Nothing stays open between acquisitions; kept so owners can close uniformly."""

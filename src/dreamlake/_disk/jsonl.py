@@ -10,10 +10,13 @@ process may have outrun).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import msgspec
@@ -22,7 +25,7 @@ from .._schema.levels import LEVEL, MESSAGE, TIMESTAMP
 from .._schema.timestamps import utc_iso
 from .._schema.values import tag_nonfinite, untag_nonfinite
 from .atomic import fsync_dir
-from .filelock import FileLock
+from .fdcache import FILES
 
 _PROBE = 4096  # bytes read per probe while seeking; most lines are far shorter
 _SCAN_BELOW = 16 * 1024  # below this span, stop bisecting and count newlines
@@ -122,14 +125,13 @@ class NumberedLog:
     ) -> None:
         self.directory = path.parent
         self.path = path
-        self.lock = FileLock(path.with_name(f".{path.stem}.lock"))
+        self.lock = _LogLock(self)
         self._decoder: msgspec.json.Decoder[_Index | _Sequence] = msgspec.json.Decoder(
             _Index if key == "index" else _Sequence
         )
         self._key = key
         self._encode = encode
         self._fsync = fsync
-        self._fd = -1
         self._size = -1  # file size after our last append or tail check, under the lock
         self._count = 0  # lines in the file at that size
         self._before_append = (0, 0)  # size and count before the last append
@@ -141,19 +143,22 @@ class NumberedLog:
 
         ``intent(first_number)`` is called before anything is written (the spool records it).
         """
-        fd = self._open()
-        size, first = self._tail(fd)
-        if intent is not None:
-            intent(first)
-        blob = self._encode(first, points)
+        fd = self._pin()
         try:
-            _write_all(fd, blob)
-            if self._fsync:
-                os.fsync(fd)
-        except BaseException:
-            # Leave no partial batch behind: the caller keeps the points and retries them.
-            os.ftruncate(fd, size)
-            raise
+            size, first = self._tail(fd)
+            if intent is not None:
+                intent(first)
+            blob = self._encode(first, points)
+            try:
+                _write_all(fd, blob)
+                if self._fsync:
+                    os.fsync(fd)
+            except BaseException:
+                # Leave no partial batch behind: the caller keeps the points and retries them.
+                os.ftruncate(fd, size)
+                raise
+        finally:
+            FILES.unpin(self)
         self._size = size + len(blob)
         self._count = first + len(points)
         self._before_append = (size, first)
@@ -162,24 +167,35 @@ class NumberedLog:
     def undo_append(self) -> None:
         """Remove what the last :meth:`append` wrote (what must accompany it failed). With ``lock``."""
         size, count = self._before_append
-        os.ftruncate(self._fd, size)
+        fd = self._pin()
+        try:
+            os.ftruncate(fd, size)
+        finally:
+            FILES.unpin(self)
         self._size, self._count = size, count
 
     def count(self) -> int:
         """Number of points in the file (repairs a torn tail). Call with ``lock`` held."""
-        return self._tail(self._open())[1]
+        fd = self._pin()
+        try:
+            return self._tail(fd)[1]
+        finally:
+            FILES.unpin(self)
 
     def stored_prefix(self, first: int, items: Sequence[dict[str, Any]]) -> int:
         """How many of ``items``, numbered from ``first``, the file holds as they would be written
         (a write cut short by a kill). Call with ``lock`` held."""
-        fd = self._open()
-        size, count = self._tail(fd)
-        n = min(len(items), count - first)
-        if n <= 0:
-            return 0
-        start = 0 if first == 0 else self._offset(fd, first, size, count)
-        end = size if first + n == count else self._offset(fd, first + n, size, count)
-        stored = os.pread(fd, end - start, start).splitlines(keepends=True)
+        fd = self._pin()
+        try:
+            size, count = self._tail(fd)
+            n = min(len(items), count - first)
+            if n <= 0:
+                return 0
+            start = 0 if first == 0 else self._offset(fd, first, size, count)
+            end = size if first + n == count else self._offset(fd, first + n, size, count)
+            stored = os.pread(fd, end - start, start).splitlines(keepends=True)
+        finally:
+            FILES.unpin(self)
         expected = self._encode(first, items[:n]).splitlines(keepends=True)
         same = 0
         while same < n and stored[same] == expected[same]:
@@ -189,15 +205,23 @@ class NumberedLog:
     def read(self, start: int, limit: int) -> tuple[list[dict[str, Any]], int]:
         """Return up to ``limit`` entries from index ``start`` and the track's point count."""
         with self.lock:
-            fd = self._open()
-            end, count = self._tail(fd)
-        # Everything before ``end`` is complete and never rewritten, so the rest needs no lock.
-        if start >= count or limit <= 0:
-            return [], count
-        stop = min(count, start + limit)
-        first = self._offset(fd, start, end, count)
-        last = end if stop == count else self._offset(fd, stop, end, count)
-        chunk = os.pread(fd, last - first, first)
+            fd = self._pin()
+            try:
+                end, count = self._tail(fd)
+            except BaseException:
+                FILES.unpin(self)
+                raise
+        # Everything before ``end`` is complete and never rewritten, so the rest needs no lock
+        # (the pin keeps the descriptor open).
+        try:
+            if start >= count or limit <= 0:
+                return [], count
+            stop = min(count, start + limit)
+            first = self._offset(fd, start, end, count)
+            last = end if stop == count else self._offset(fd, stop, end, count)
+            chunk = os.pread(fd, last - first, first)
+        finally:
+            FILES.unpin(self)
         array = b"[" + chunk.rstrip(b"\n").replace(b"\n", b",") + b"]"
         try:
             entries = _LINES_DECODER.decode(array)
@@ -208,21 +232,19 @@ class NumberedLog:
         return entries, count
 
     def close(self) -> None:
-        """Close the file descriptors."""
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
-        self.lock.close()
+        """Close the file's descriptor (it is opened again if the log is used again)."""
+        FILES.discard(self)
+
+    def _pin(self) -> int:
+        """The file's descriptor, kept open until ``FILES.unpin(self)``."""
+        return FILES.pin(self, self._open)
 
     def _open(self) -> int:
-        if self._fd < 0:
-            created = self._fsync and not self.path.exists()
-            self._fd = os.open(
-                self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644
-            )
-            if created:
-                fsync_dir(self.directory)
-        return self._fd
+        created = self._fsync and not self.path.exists()
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        if created:
+            fsync_dir(self.directory)
+        return fd
 
     def _tail(self, fd: int) -> tuple[int, int]:
         """Return ``(size, count)``, truncating a torn or unparsable last line first."""
@@ -285,6 +307,54 @@ class NumberedLog:
         for _ in range(index - lo_index):
             pos = block.index(b"\n", pos) + 1
         return lo + pos
+
+
+class _LogLock:
+    """Excludes other threads and processes from a :class:`NumberedLog`: a thread lock, then an
+    exclusive ``flock`` on the log's own descriptor, pinned in ``FILES`` while held.
+
+    No separate lock file: creating one per track doubled the files a wide session creates, and
+    kept a second descriptor per track. ``flock`` belongs to the open file description, and each log
+    has its own (a pinned descriptor is never closed), so closing any other descriptor of the file,
+    in this process or not, never releases it; two logs on one path exclude each other even within
+    one process. (On NFS, Linux emulates ``flock`` with ``fcntl`` locks, which a close of any of the
+    process's descriptors of the file releases: two sessions of one process on one track there are
+    not excluded from each other.)
+    """
+
+    __slots__ = ("_fd", "_log", "_thread_lock")
+
+    def __init__(self, log: NumberedLog) -> None:
+        self._log = log
+        self._thread_lock = threading.Lock()
+        self._fd = -1
+
+    def __enter__(self) -> _LogLock:
+        self._thread_lock.acquire()
+        try:
+            fd = self._log._pin()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except BaseException:
+                FILES.unpin(self._log)
+                raise
+        except BaseException:
+            self._thread_lock.release()
+            raise
+        self._fd = fd
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        finally:
+            FILES.unpin(self._log)
+            self._thread_lock.release()
 
 
 class TrackLog(NumberedLog):

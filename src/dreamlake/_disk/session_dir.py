@@ -6,23 +6,31 @@
   parameters.json                 {"version", "data": {flat keys}, "updatedAt"}, merged under a file lock
   logs/logs.jsonl                 numbered like a track (see jsonl.py); logs/.log_sequence for 0.2.x
   tracks/<track>/data.jsonl       (see jsonl.py); <track> is the escaped name (names.track_dirname)
-  tracks/<track>/metadata.json    replaced atomically after every append, so it is in step with the data
+  tracks/<track>/metadata.json    replaced atomically; may lag the data (see below)
   files/                          (see filestore.py)
 ```
+
+``metadata.json`` is not replaced at every write: in a session of thousands of tracks that would cost
+a file replace per track per flush, far more than the points. It is brought in step when it matters:
+when the track is created, on an explicit ``flush()`` (:meth:`SessionDir.settle`), when the track is
+read or its stats asked for, when the session's tracks are listed, at ``close()``, and otherwise at most
+:data:`METADATA_INTERVAL` seconds after its data changed (a 0.2.x reader of a live session sees counts
+that old at most). Counts always come from ``data.jsonl`` under the track's lock, never from a cache.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .._schema.names import check_track_name, track_dirname, track_name_from_dirname
 from .._schema.params import merge
-from .._schema.timestamps import utc_now_iso
+from .._schema.timestamps import utc_iso, utc_now_iso
 from .._schema.wire import TrackSpec
 from .atomic import fsync_dir, read_json, write_bytes_atomic, write_json_atomic
 from .filelock import FileLock
@@ -30,15 +38,22 @@ from .filestore import FileStore
 from .jsonl import NumberedLog, TrackLog, encode_log_lines
 
 CHUNK_SIZE = 10_000  # the server's cold-tier chunk size; reported by stats() for 0.2.x parity
+#: Most seconds a track's ``metadata.json`` lags its data while the session writes it.
+METADATA_INTERVAL = 5.0
 
 
 class _Track:
-    """A track's name, its data log and the path of its metadata."""
+    """A track's name, its data log, the path of its metadata and what that metadata still lacks."""
 
     def __init__(self, name: str, directory: Path, fsync: bool) -> None:
         self.name = name
         self.log = TrackLog(directory, fsync)
         self.meta_path = directory / "metadata.json"
+        self.stale = False  # data (or a spec) written since metadata.json was last replaced
+        self.spec: TrackSpec | None = None  # the latest spec not yet in metadata.json
+        self.first_data_at: float | None = None  # POSIX times of this process's writes
+        self.last_data_at: float | None = None
+        self.synced_at = time.monotonic()  # the first lag is counted from the track's opening
 
 
 class SessionDir:
@@ -115,7 +130,9 @@ class SessionDir:
                 # Checked again here, not only by the session: whoever calls, the escaped name is
                 # one component that is not '.' or '..', so nothing lands outside tracks/.
                 directory = self.directory / "tracks" / track_dirname(check_track_name(name))
-                if not create and not (directory / "metadata.json").exists():
+                if not create and not any(
+                    (directory / f).exists() for f in ("metadata.json", "data.jsonl")
+                ):
                     return None
                 directory.mkdir(parents=True, exist_ok=True)
                 track = self._tracks[name] = _Track(name, directory, self._fsync)
@@ -124,24 +141,54 @@ class SessionDir:
     def write_track(
         self, spec: TrackSpec, points: Sequence[dict[str, Any]], intent: Callable[[int], None] | None = None
     ) -> None:
-        """Append ``points`` (all or none) and bring ``metadata.json`` in step; ``intent(first index)``
-        is called before the points are written."""
+        """Append ``points`` (all or none); ``intent(first index)`` is called before they are written.
+        ``metadata.json`` follows when it matters (see the module docstring)."""
         track = self._track(spec.name, create=True)
         assert track is not None
         with track.log.lock:
-            count = track.log.append(points, intent)[1] if points else track.log.count()
-            try:
-                self._write_meta(track, spec, count, wrote=bool(points))
-            except BaseException:
-                # All or nothing: the agent retries a failed write, which must not store it twice.
-                if points:
-                    track.log.undo_append()
-                raise
+            if points:
+                track.log.append(points, intent)
+                now = time.time()
+                if track.first_data_at is None:
+                    track.first_data_at = now
+                track.last_data_at = now
+            track.stale = True
+            if spec.description is not None or spec.tags is not None or spec.metadata is not None:
+                track.spec = spec
+            if not points:
+                self._sync(track)  # a track declared before its first point is listed at once
+            elif time.monotonic() - track.synced_at >= METADATA_INTERVAL:
+                try:
+                    self._sync(track)
+                except OSError:
+                    # The points are stored: raising would make the agent write them again. The
+                    # metadata stays stale, and settle() or close() raise if it still fails.
+                    pass
 
-    def _write_meta(
-        self, track: _Track, spec: TrackSpec | None, count: int, wrote: bool
-    ) -> dict[str, Any]:
-        """Bring ``metadata.json`` in step with the data. Call with the track's lock held."""
+    def settle(self, names: Collection[str] | None = None) -> None:
+        """Bring the ``metadata.json`` of tracks ``names`` (None: all) in step with their data; raise
+        the first failure after trying every track."""
+        with self._tracks_lock:
+            tracks = [t for t in self._tracks.values() if t.stale and (names is None or t.name in names)]
+        error: OSError | None = None
+        for track in tracks:
+            try:
+                with track.log.lock:
+                    if track.stale:
+                        self._sync(track)
+            except OSError as exc:
+                error = error or exc
+        if error is not None:
+            raise error
+
+    def _sync(self, track: _Track) -> dict[str, Any]:
+        """Replace ``metadata.json`` with one in step with the data. Call with the track's lock held."""
+        meta = self._write_meta(track, track.spec, track.log.count())
+        track.stale, track.spec, track.synced_at = False, None, time.monotonic()
+        return meta
+
+    def _write_meta(self, track: _Track, spec: TrackSpec | None, count: int) -> dict[str, Any]:
+        """Write ``metadata.json`` for ``count`` points. Call with the track's lock held."""
         now = utc_now_iso()
         # Re-read rather than cache: another process may have written the track since.
         meta: dict[str, Any] | None = read_json(track.meta_path)
@@ -159,9 +206,10 @@ class SessionDir:
                 value = getattr(spec, key)
                 if value is not None:
                     meta[key] = value
-        if wrote:
-            meta.setdefault("firstDataAt", now)
-            meta["lastDataAt"] = now
+        if track.first_data_at is not None and "firstDataAt" not in meta:
+            meta["firstDataAt"] = utc_iso(track.first_data_at)
+        if track.last_data_at is not None:
+            meta["lastDataAt"] = utc_iso(track.last_data_at)
         meta["totalDataPoints"] = count
         meta["nextIndex"] = count
         meta["updatedAt"] = now
@@ -171,6 +219,8 @@ class SessionDir:
     def read_track(self, name: str, start: int, limit: int) -> dict[str, Any]:
         """Points ``start .. start+limit-1`` in the 0.2.x read shape."""
         track = self._track(name, create=False)
+        if track is not None and track.stale:
+            self.settle((name,))  # a read is a moment the metadata should be right
         entries, count = track.log.read(start, limit) if track else ([], 0)
         return {
             "data": entries,
@@ -187,10 +237,9 @@ class SessionDir:
         with track.log.lock:
             count = track.log.count()
             meta = read_json(track.meta_path)
-            if meta is None or meta.get("totalDataPoints") != count:
-                # A crash between the data write and the metadata replace (or a track that has no
-                # points yet): bring the metadata in step now.
-                meta = self._write_meta(track, None, count, wrote=False)
+            if track.stale or meta is None or meta.get("totalDataPoints") != count:
+                # Our own lag, another process's, or a crash before its metadata replace.
+                meta = self._sync(track)
         return {
             "trackId": meta["trackId"],
             "name": meta["name"],
@@ -210,10 +259,14 @@ class SessionDir:
 
     def list_tracks(self) -> list[dict[str, Any]]:
         """A summary of every track."""
+        self.settle()
         out = []
         tracks_dir = self.directory / "tracks"
         for entry in sorted(os.scandir(tracks_dir), key=lambda e: e.name):
             meta = read_json(Path(entry.path) / "metadata.json") if entry.is_dir() else None
+            if meta is None and entry.is_dir() and os.path.exists(os.path.join(entry.path, "data.jsonl")):
+                # Written by another process (or a killed run) whose metadata has not followed yet.
+                meta = self.track_stats(track_name_from_dirname(entry.name))
             if meta is None:
                 continue
             out.append(
@@ -276,7 +329,14 @@ class SessionDir:
             )
 
     def close(self, agent_stats: Mapping[str, Any]) -> None:
-        """Record the agent's final counters in ``session.json`` and close open files."""
+        """Bring every track's metadata in step, record the agent's final counters in
+        ``session.json`` and close open files; raise what failed."""
+        try:
+            self.settle()
+        finally:
+            self._close(agent_stats)
+
+    def _close(self, agent_stats: Mapping[str, Any]) -> None:
         self._logs.close()
         self._params_lock.close()
         self.files.close()

@@ -8,13 +8,22 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .._schema.wire import TrackSpec
 
-__all__ = ["FileRequest", "Sink", "TrackSpec"]
+__all__ = ["FileRequest", "GroupWriteError", "Sink", "TrackSpec"]
+
+
+class GroupWriteError(Exception):
+    """:meth:`Sink.write_tracks` stored the first ``done`` writes; the next one failed with ``cause``."""
+
+    def __init__(self, done: int, cause: Exception) -> None:
+        super().__init__(done, cause)
+        self.done = done
+        self.cause = cause
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,6 +111,22 @@ class Sink(abc.ABC):
         stops sending at ``deadline`` (``time.monotonic()``) and says what it left behind."""
 
     # Hooks for sinks that send in the background (remote); a local sink needs none of them.
+
+    async def write_tracks(self, writes: Sequence[tuple[TrackSpec, Sequence[dict[str, Any]]]]) -> int:
+        """Write several tracks' chunks, in order, each as :meth:`write_track` would; return how many
+        were stored. A failure stops the run and is raised as :class:`GroupWriteError` saying how
+        many writes before it were stored (each write is all or nothing, as for ``write_track``)."""
+        for done, (spec, points) in enumerate(writes):
+            try:
+                await self.write_track(spec, points)
+            except Exception as exc:
+                raise GroupWriteError(done, exc) from exc
+        return len(writes)
+
+    async def settle(self, names: Collection[str] | None) -> None:
+        """Bring what the sink derives from the data (local ``metadata.json``) in step for tracks
+        ``names`` (None: all); called by an explicit flush."""
+        return None  # nothing derived lags in a sink that stores as it writes
 
     async def run(self) -> None:
         """Background work for the agent's lifetime (e.g. sending); cancelled after :meth:`close`."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,9 @@ class HybridSink(Sink):
     async def write_track(self, spec: TrackSpec, points: Sequence[dict[str, Any]]) -> None:
         await self.local.write_track(spec, points)
         await self.remote.write_track(spec, points)
+
+    async def settle(self, names: Collection[str] | None) -> None:
+        await self.local.settle(names)
 
     async def write_logs(self, entries: Sequence[dict[str, Any]]) -> None:
         await self.local.write_logs(entries)
