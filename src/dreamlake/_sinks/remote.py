@@ -217,7 +217,13 @@ class RemoteSink(Sink):
     async def _room(self) -> None:
         # Past the bound the agent's write waits, so the queue fills and on_full applies; at close
         # the bound is lifted, so what was accepted reaches the journal rather than being lost.
-        while self.journal.size > self._journal_bytes and self.journal.sendable() and not self._closing:
+        while self.journal.size > self._journal_bytes and not self._closing:
+            if not self.journal.sendable():
+                # One flush alone went past the bound (a backlog taken at once): seal what it wrote
+                # so far, so that it can be sent and this wait can end.
+                if self.journal.seal() is None:
+                    return
+                self._wake.set()
             await self._progress.wait()
 
     def closing(self) -> None:
