@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import struct
+import threading
 from collections import deque
 from collections.abc import Callable, Generator
 from typing import Any
@@ -62,6 +63,9 @@ class PySpool:
         self.active = int(self.epoch(1) > self.epoch(0))
         self.pos = 0
         self.skipped = 0
+        # The compiled spool is atomic under the GIL; Python code is not: one lock orders records,
+        # their numbers and the agent's switches of half.
+        self.lock = threading.RLock()
 
     def epoch(self, half: int) -> int:
         """The epoch of ``half`` (0: free)."""
@@ -84,12 +88,14 @@ class PySpool:
 
     def rotate(self) -> bool:
         """Seal the active half if the other is free."""
-        return self._map is not None and self.pos > 0 and self._switch()
+        with self.lock:
+            return self._map is not None and self.pos > 0 and self._switch()
 
     def free(self, half: int) -> None:
         """Mark a sealed half free: all of it was written."""
-        if self._map is not None and half != self.active:
-            struct.pack_into("<Q", self._map, self._epochs_at + 8 * half, 0)
+        with self.lock:
+            if self._map is not None and half != self.active:
+                struct.pack_into("<Q", self._map, self._epochs_at + 8 * half, 0)
 
     def release(self) -> None:
         """Let go of the mapping (before closing it)."""
@@ -142,7 +148,11 @@ class PyFifo(deque[Any]):
     def append(self, item: Any) -> bool | None:  # type: ignore[override]
         """Queue ``item``, recording it in the spool first; False (nothing queued) if it is full."""
         spool = self._spool
-        if spool is not None and type(item) is dict:
+        if spool is None or type(item) is not dict:
+            super().append(item)
+            self.appended += 1
+            return None
+        with spool.lock:
             try:
                 written = spool.write(self._track, self.appended, item)
             except Exception:  # too many keys, or a value pack() refuses: queued without a record
@@ -153,8 +163,8 @@ class PyFifo(deque[Any]):
                 spool.skipped += 1
             else:
                 self._last[spool.active] = (spool.epoch(spool.active), self.appended)
-        super().append(item)
-        self.appended += 1
+            super().append(item)
+            self.appended += 1
         return None
 
     def push(self, item: Any) -> None:
