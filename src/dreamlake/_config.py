@@ -38,14 +38,12 @@ class AgentConfig:
             machine crash what the OS had not written yet. ``"flush"``: every flush also fsyncs
             (files and their directories), so a machine crash loses no more than kill -9 does.
             ``"sync"``: every ``append``/``log``/``set`` returns only once it is fsynced; slow.
-            In remote mode the levels apply to the journal, and ``"sync"`` returns once the
-            server has acknowledged the call.
-        spool: Local mode: record every accepted point in a file mapped into memory
-            (``_agent/spool.py``), so that kill -9 loses nothing accepted: the next run stores it.
-            Off (and in remote mode, for now), kill -9 loses what was not flushed yet.
-        max_journal: Remote mode: bytes of unacknowledged batches kept in the local journal while
-            the server is slow or down; past it the agent's writes wait, so the queue fills and
-            ``on_full`` applies.
+            In remote mode ``"flush"`` also writes the spool to disk at every flush, and
+            ``"sync"`` returns once the server has acknowledged the call.
+        spool: Record every accepted point in a file mapped into memory (``_agent/spool.py``),
+            so that kill -9 loses nothing accepted: the next run stores it (in remote mode it is
+            also the journal: points stay there until the server acknowledged them). Off, kill -9
+            loses what was not flushed (remote mode: acknowledged) yet.
     """
 
     max_queue: int = 500_000
@@ -54,7 +52,6 @@ class AgentConfig:
     flush_interval: float = 1.0
     close_timeout: float = 60.0
     durability: Durability = "buffered"
-    max_journal: int = 1024**3  # bytes of unacknowledged batches a remote session keeps on disk
     spool: bool = True
 
     def __post_init__(self) -> None:
@@ -66,7 +63,7 @@ class AgentConfig:
             )
         if not isinstance(self.spool, bool):
             raise ConfigError(f"spool must be True or False, got {self.spool!r}")
-        for name in ("max_queue", "batch_size", "max_journal"):
+        for name in ("max_queue", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive int, got {value!r}")

@@ -1,7 +1,7 @@
 """The SDK in remote mode under real faults (DESIGN §4.2): a lost acknowledgement, a server that never
 answers, 429 with ``Retry-After``, a refusal for good, a token that expires mid-run, a client killed
 with SIGKILL while the server is down, several processes on one track, and what ``dreamlake sync``
-does with journals it must leave alone or cannot read.
+does with spools it must leave alone or cannot read.
 
 Faults are made for real: a small HTTP-aware TCP proxy on 127.0.0.1 between the SDK and a real
 ``dreamlake serve`` (it drops or replaces the answer to a chosen bulk request), a socket that accepts
@@ -34,8 +34,7 @@ import jwt
 import pytest
 
 from dreamlake import Session, StorageError
-from dreamlake._disk.jsonl import encode_points
-from dreamlake._sinks.journal import Journal, Kind
+from dreamlake._agent.spool import MAGIC, Orphan, claim, read_records
 from dreamlake._sinks.remote import TokenRejected
 
 from .._subproc import Child, block, make_script
@@ -94,8 +93,19 @@ def wait_for(check: Callable[[], bool], what: str, timeout: float = 30.0) -> Non
         time.sleep(0.001)
 
 
-def journals(root: Path) -> list[Path]:
-    return sorted((root / ".journal").glob("*.journal"))
+def spools(root: Path) -> list[Path]:
+    return sorted((root / ".spool").glob("*.spool"))
+
+
+def unacked(path: Path) -> int:
+    """Records in a dead writer's spool that its server has not acknowledged."""
+    orphan = claim(path)
+    assert isinstance(orphan, Orphan), orphan
+    try:
+        read_records(orphan)
+        return sum(len(orphan.unacked(track_id)) for track_id in orphan.records)
+    finally:
+        orphan.release()
 
 
 def sync(root: Path, token: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -298,13 +308,13 @@ def test_a_lost_acknowledgement_is_resent_with_its_key_and_stored_once(
     points = stored_points(server.url, token, "lost-ack")
     check_stored_once(points, 3000)
     assert [p["data"]["payload"] for p in points] == [f"p{i}" for i in range(3000)]
-    assert journals(tmp_path) == []
+    assert spools(tmp_path) == []
 
 
 # --- 2. a server that never answers -----------------------------------------------------------
 
 
-def test_a_silent_server_holds_up_neither_open_nor_close_and_sync_sends_the_journal(
+def test_a_silent_server_holds_up_neither_open_nor_close_and_sync_sends_the_spool(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root, count = tmp_path / "root", 200_000
@@ -320,24 +330,19 @@ def test_a_silent_server_holds_up_neither_open_nor_close_and_sync_sends_the_jour
             with warned() as messages:
                 s.close(timeout=3)
     assert any(f"{count} points and 0 log entries" in m and "dreamlake sync" in m for m in messages), messages
-    [path] = journals(root)
-    journal = Journal.adopt(path)  # the session is closed, so its lock is free
-    assert journal is not None
-    try:
-        assert journal.unsent() == (count, 0)
-    finally:
-        journal.close()
+    [path] = spools(root)
+    assert unacked(path) == count  # the session is closed, so its lock is free
 
     server = ServerProcess(tmp_path / "server")
     try:
         token = make_token(server.data, WS)
-        done = sync(root, token, "--remote", server.url)  # the journal names the silent server
+        done = sync(root, token, "--remote", server.url)  # the spool names the silent server
         assert done.returncode == 0, done.stderr
         assert f"{count} points" in done.stdout
         check_stored_once(stored_points(server.url, token, "silent"), count)
     finally:
         server.kill()
-    assert journals(root) == []
+    assert spools(root) == []
 
 
 # --- 3. 429 with Retry-After ------------------------------------------------------------------
@@ -367,7 +372,7 @@ def test_429_is_retried_after_the_time_the_server_asks_for(
 # --- 4. a refusal for good --------------------------------------------------------------------
 
 
-def test_a_batch_the_server_refuses_for_good_is_kept_marked_and_later_batches_still_go(
+def test_a_batch_the_server_refuses_for_good_is_moved_aside_and_later_batches_still_go(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A server whose body limit is below one flush's batch answers 413 (not 401/408/429).
@@ -389,13 +394,13 @@ def test_a_batch_the_server_refuses_for_good_is_kept_marked_and_later_batches_st
         assert [p["data"]["i"] for p in stored_points(server.url, token, "too-big")] == list(
             range(3000, 3010)
         )
-        [path] = journals(root)  # the refused batch is kept
+        # The refused batch is moved aside, whole, and not sent again; nothing is left to sync.
+        [kept] = (root / ".refused").glob("*.msgpack")
+        assert b"413" in kept.read_bytes()
+        assert spools(root) == []
         done = sync(root, token)
-        assert done.returncode == 1
-        assert f"not sent: {path}" in done.stderr
-        assert "refused" in done.stderr
-        assert path.exists()
-        assert len(stored_points(server.url, token, "too-big")) == 10  # not sent again
+        assert done.returncode == 0, done.stderr
+        assert len(stored_points(server.url, token, "too-big")) == 10
     finally:
         server.kill()
 
@@ -431,7 +436,7 @@ def test_a_token_that_expires_mid_run_leaves_the_rest_for_sync_with_a_fresh_one(
                 pytest.raises(TokenRejected),
             ):
                 s.close(timeout=5)
-        [path] = journals(root)
+        [path] = spools(root)
 
         fresh = jwt.encode({"workspaces": [WS], "exp": int(time.time()) + 600}, secret, algorithm="HS256")
         refused = sync(root, short)
@@ -442,7 +447,7 @@ def test_a_token_that_expires_mid_run_leaves_the_rest_for_sync_with_a_fresh_one(
         check_stored_once(stored_points(server.url, fresh, "expiring"), 2000)
     finally:
         server.kill()
-    assert journals(root) == []
+    assert spools(root) == []
 
 
 # --- 6. kill -9 of the client while the server is down ----------------------------------------
@@ -454,21 +459,22 @@ s = Session(NAME, WS, remote=URL, api_key=KEY, flush_interval=0.01).open()
 track = s.track("t")
 for i in range(N):
     track.append(i=i)
-print("appended", N, flush=True)
 try:
     s.flush(timeout=0.5)
 except FlushTimeoutError:
     pass
 else:
     sys.exit("flush() returned although the server is down")
-print("ready", s.agent_stats()["written"], flush=True)
-for i in range(N, 3 * N):  # still appending, and the agent journaling, when the kill lands
+print("ready", flush=True)
+for i in range(N, 3 * N):  # still appending, the agent handing batches over, when the kill lands
     track.append(i=i)
+    if i % 1000 == 0:
+        print("returned", i, flush=True)
 time.sleep(60)
 """
 
 
-def test_kill9_while_the_server_is_down_loses_nothing_that_reached_the_journal(
+def test_kill9_while_the_server_is_down_loses_no_append_that_returned(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root, count = tmp_path / "root", 50_000
@@ -476,33 +482,28 @@ def test_kill9_while_the_server_is_down_loses_nothing_that_reached_the_journal(
     port = free_port()
     url = f"http://127.0.0.1:{port}"  # nothing listens there yet
     script = make_script(block(KILLED), NAME="killed", WS=WS, URL=url, KEY=UNUSED_KEY, N=count)
+    stop_at = random.randrange(count, 3 * count - 1000, 1000)
     with Child(script) as child:
-        child.expect(f"appended {count}")
-        ready = child.expect(lambda line: line.startswith("ready "))
-        [path] = journals(root)
-        size = path.stat().st_size
-        # Kill it while it journals more: once the journal holds more points than at "ready".
-        wait_for(lambda: path.stat().st_size > size + 4096, "the journal growing after flush()")
-        child.kill()  # SIGKILL, by its PID (its process group)
-    # flush(timeout) hands everything appended before it to the journal, then waits on the server
-    # (the timeout bounds only that wait): when it gave up, all of it was in the journal.
-    journaled = int(ready.split()[1])
-    assert journaled == count
-    assert journals(root) == [path]
+        child.expect("ready")
+        line = child.expect(lambda line: line == f"returned {stop_at}")
+        child.kill()  # SIGKILL, by its PID (its process group), mid-append
+    returned = int(line.split()[1]) + 1  # append(i) for every i below this had returned
+    [path] = spools(root)
 
     server = ServerProcess(tmp_path / "server", port=port)
     try:
         token = make_token(server.data, WS)
-        first = sync(root, token)  # to the URL the journal names: the server is back there
+        first = sync(root, token)  # to the URL the spool names: the server is back there
         assert first.returncode == 0, first.stderr
         again = sync(root, token)
         assert again.returncode == 0, again.stderr
         points = stored_points(url, token, "killed")
     finally:
         server.kill()
-    assert journaled < len(points) <= 3 * count  # more than at "ready": the journal had grown
+    assert returned <= len(points) <= 3 * count, f"stop at {stop_at}"  # every append that returned
     check_stored_once(points, len(points))  # a gap-free prefix of what was appended, each once
-    assert journals(root) == []
+    assert spools(root) == []
+    assert not path.exists()
 
 
 # --- 7. several processes and threads on one remote track -------------------------------------
@@ -558,10 +559,10 @@ def test_three_processes_of_two_threads_share_one_remote_track(
     # The premise: the processes' batches did interleave on the server.
     processes = [p["data"]["w"].split("-")[0] for p in points]
     assert sum(a != b for a, b in itertools.pairwise(processes)) >= 2
-    assert journals(tmp_path) == []
+    assert spools(tmp_path) == []
 
 
-# --- 8. dreamlake sync: a live owner's journal, a damaged one ---------------------------------
+# --- 8. dreamlake sync: a live owner's spool, a damaged one ---------------------------------
 
 HOLDER = """
 from dreamlake import FlushTimeoutError
@@ -575,11 +576,11 @@ try:
 except FlushTimeoutError:
     pass
 print("ready", flush=True)
-sys.stdin.read()  # holds the session, and its journal's lock, until killed
+sys.stdin.read()  # holds the session, and its spool's lock, until killed
 """
 
 
-def test_sync_leaves_a_live_owners_journal_alone_and_goes_on_past_a_damaged_one(
+def test_sync_leaves_a_live_owners_spool_alone_and_goes_on_past_a_damaged_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = tmp_path / "root"
@@ -588,16 +589,16 @@ def test_sync_leaves_a_live_owners_journal_alone_and_goes_on_past_a_damaged_one(
     script = make_script(block(HOLDER), NAME="alive", WS=WS, URL=dead, KEY=UNUSED_KEY)
     with Child(script, stdin=True) as holder:
         holder.expect("ready")
-        # An earlier run that ended with its points unsent: its close() names the journal it left.
+        # An earlier run that ended with its points unsent: its close() names the spool it left.
         with warned() as messages, Session("left", WS, remote=dead, api_key=UNUSED_KEY) as left:
             for i in range(2000):
                 left.track("t").append(i=i)
             left.close(timeout=0.5)
         [kept] = [m for m in messages if "dreamlake sync" in m]
         assert "2000 points" in kept
-        left_path = Path(re.search(r"kept in (\S+\.journal)", kept).group(1))  # type: ignore[union-attr]
-        [alive_path] = [p for p in journals(root) if p != left_path]
-        damaged = root / ".journal" / "damaged.journal"
+        left_path = Path(re.search(r"kept in (\S+\.spool)", kept).group(1))  # type: ignore[union-attr]
+        [alive_path] = [p for p in spools(root) if p != left_path]
+        damaged = root / ".spool" / "damaged.spool"
         damaged.write_bytes(random.Random(0).randbytes(4096))
 
         server = ServerProcess(tmp_path / "server")
@@ -607,13 +608,13 @@ def test_sync_leaves_a_live_owners_journal_alone_and_goes_on_past_a_damaged_one(
             assert done.returncode == 1, done.stderr
             assert f"{alive_path.name}: its process is still running; left alone" in done.stdout
             assert alive_path.name not in done.stderr
-            assert f"not sent: {damaged}: unreadable journal" in done.stderr
+            assert f"not sent: {damaged}: unreadable spool" in done.stderr
             check_stored_once(stored_points(server.url, token, "left"), 2000)
             assert stored_points(server.url, token, "alive") == []
         finally:
             server.kill()
         assert holder.proc.poll() is None  # the owner is still running ...
-        assert alive_path.exists()  # ... and its journal is still there
+        assert alive_path.exists()  # ... and its spool is still there
         assert not left_path.exists()
         assert damaged.exists()
 
@@ -621,10 +622,10 @@ def test_sync_leaves_a_live_owners_journal_alone_and_goes_on_past_a_damaged_one(
 # --- what these faults brought out -------------------------------------------------------------
 
 
-# agent_stats() runs in the caller's thread and sums over the journal's groups while the agent's
+# agent_stats() runs in the caller's thread and sums over the outbox's batches while the agent's
 # thread adds one at every flush (and drops one at every acknowledgement); with the server down they
 # only grow. Unguarded, that raised "dictionary changed size during iteration" within a second.
-def test_agent_stats_can_be_read_from_another_thread_while_the_agent_journals(
+def test_agent_stats_can_be_read_from_another_thread_while_the_agent_spools(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DREAMLAKE_LOCAL_PATH", str(tmp_path))
@@ -644,7 +645,7 @@ def test_agent_stats_can_be_read_from_another_thread_while_the_agent_journals(
     poller = threading.Thread(target=poll)
     switch = sys.getswitchinterval()
     sys.setswitchinterval(1e-5)  # threads take turns often: the race shows in well under a second
-    with warned():  # the dead server, and what close() leaves in the journal: as expected
+    with warned():  # the dead server, and what close() leaves in the spool: as expected
         poller.start()
         try:
             track = s.track("t")
@@ -680,40 +681,22 @@ def test_close_past_its_deadline_warns_once(
     assert len(messages) == 1, messages
 
 
-# A file that is not a journal is listed and left as it is: not cut to the records that check out
-# (there are none), which emptied it, by `dreamlake sync` or any new remote session in the same root.
-def test_sync_keeps_a_journal_it_cannot_read_as_it_was(tmp_path: Path) -> None:
-    damaged = tmp_path / ".journal" / "damaged.journal"
+# A file that is not a spool is listed and left as it is, by `dreamlake sync` and by any new session
+# in the same root; so is one that looks like a spool until its names.
+@pytest.mark.parametrize("damage", ["random", "names"])
+def test_sync_keeps_a_spool_it_cannot_read_as_it_was(tmp_path: Path, damage: str) -> None:
+    damaged = tmp_path / ".spool" / "damaged.spool"
     damaged.parent.mkdir()
     content = random.Random(1).randbytes(4096)
+    if damage == "names":  # a header that checks out, then no session where the names begin
+        content = MAGIC + (4096).to_bytes(8, "little") + bytes(9 << 20)
     damaged.write_bytes(content)
     done = sync(tmp_path, UNUSED_KEY, "--remote", f"http://127.0.0.1:{free_port()}")
     assert done.returncode == 1
+    assert f"not sent: {damaged}: unreadable spool" in done.stderr
+    with warned():
+        Session("other", WS, local_path=tmp_path).close()
     assert damaged.read_bytes() == content
-
-
-# A record damaged before the end (a complete frame failing its CRC) is not a torn tail: cutting the
-# file there dropped that group and every intact later one, and sync reported "0 batches", exited 0
-# and deleted the journal. It must be listed and kept.
-def test_sync_does_not_drop_a_journal_damaged_before_its_end(
-    server: ServerProcess, token: str, tmp_path: Path
-) -> None:
-    header = {"url": server.url, "workspace": WS, "session": {"name": "bitrot"}, "pid": 0}
-    journal = Journal.create(tmp_path / ".journal", header, fsync=False)
-    for group in range(2):
-        points = [{"i": i} for i in range(group * 100, group * 100 + 100)]
-        journal.add(Kind.TRACK, {"name": "t", "lines": encode_points(points)})
-        journal.seal()
-    damaged_at = journal.groups[0].records[0][0] + 20  # inside the first group's points
-    path = journal.path
-    journal.close()
-    raw = bytearray(path.read_bytes())
-    raw[damaged_at] ^= 0xFF
-    path.write_bytes(bytes(raw))
-    done = sync(tmp_path, token)
-    assert done.returncode == 1, done.stdout
-    assert f"not sent: {path}" in done.stderr
-    assert path.exists()
 
 
 TIMED_OUT_FLUSH = """
@@ -730,15 +713,16 @@ try:
 except FlushTimeoutError as exc:
     print("timed out:", exc, flush=True)
 with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # what is left in the journal, as expected
+    warnings.simplefilter("ignore")  # what is left in the spool, as expected
     s.close(timeout=1)
 """
 
 
-# DESIGN §4.2: past its timeout flush() raises FlushTimeoutError "and everything is in the journal".
+# DESIGN §4.2: past its timeout flush() raises FlushTimeoutError "and everything is in the journal"
+# (the spool).
 # So the timeout bounds the wait for the server, not the hand-over: one hand-over of 200,000 points
 # takes longer than 10 ms, and a timeout covering it raised with them all still in memory.
-def test_a_timed_out_flush_leaves_everything_in_the_journal(
+def test_a_timed_out_flush_leaves_everything_in_the_spool(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DREAMLAKE_LOCAL_PATH", str(tmp_path))
@@ -750,13 +734,8 @@ def test_a_timed_out_flush_leaves_everything_in_the_journal(
     in_memory = re.search(r"(\d+) points are still in memory", line)
     assert in_memory is not None, line
     assert int(in_memory.group(1)) == 0
-    [path] = journals(tmp_path)
-    journal = Journal.adopt(path)
-    assert journal is not None
-    try:
-        assert journal.unsent() == (200_000, 0)
-    finally:
-        journal.close()
+    [path] = spools(tmp_path)
+    assert unacked(path) == 200_000
 
 
 STUCK_CLOSE = """
@@ -786,4 +765,4 @@ def test_close_after_a_timed_out_flush_still_returns_on_time(
         child.expect("flush timed out")
         child.expect("closed", timeout=10)  # close(timeout=2), with room to spare
         assert child.wait() == 0, child.stderr
-    assert len(journals(tmp_path)) == 1  # the point waits in the journal
+    assert len(spools(tmp_path)) == 1  # the point waits in the spool

@@ -8,14 +8,17 @@ import os
 import random
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 
 from dreamlake import AsyncSession, ConfigError, Session, StorageError, WriteProtectedError
+from dreamlake._agent.spool import HALVES_AT, half_bytes
 
 from ._server import ServerProcess, free_port, make_token
 
@@ -37,14 +40,14 @@ def server_points(server: ServerProcess, token: str, session: str, track: str) -
                 return out
 
 
-def journals(root: Path) -> list[Path]:
-    return sorted((root / ".journal").glob("*.journal"))
+def spools(root: Path) -> list[Path]:
+    return sorted((root / ".spool").glob("*.spool"))
 
 
 def test_remote_session_round_trip(
     server: ServerProcess, token: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("DREAMLAKE_LOCAL_PATH", str(tmp_path))  # where the journal goes
+    monkeypatch.setenv("DREAMLAKE_LOCAL_PATH", str(tmp_path))  # where the spool goes
     with Session("remote-1", WS, remote=server.url, api_key=token) as s:
         loss, acc = s.track("train/loss"), s.track("val/acc", description="accuracy")
         for i in range(25_000):
@@ -64,7 +67,7 @@ def test_remote_session_round_trip(
         assert stats["requests"] >= 1
     points = server_points(server, token, "remote-1", "train/loss")
     assert [p["data"]["step"] for p in points] == list(range(25_000))
-    assert journals(tmp_path) == []
+    assert spools(tmp_path) == []
     assert not (tmp_path / WS).exists()  # remote mode keeps no local copy
 
 
@@ -76,7 +79,7 @@ def test_hybrid_writes_both(server: ServerProcess, token: str, tmp_path: Path) -
     local = (tmp_path / WS / "hybrid-1" / "tracks" / "loss" / "data.jsonl").read_text().splitlines()
     assert len(local) == 1000
     assert [p["data"]["step"] for p in server_points(server, token, "hybrid-1", "loss")] == list(range(1000))
-    assert journals(tmp_path) == []  # everything acknowledged: the journal is gone
+    assert spools(tmp_path) == []  # everything acknowledged: the journal is gone
 
 
 def test_files_in_remote_mode(server: ServerProcess, token: str, tmp_path: Path) -> None:
@@ -93,7 +96,7 @@ def test_files_in_remote_mode(server: ServerProcess, token: str, tmp_path: Path)
 def test_a_refused_token_fails_open_at_once(server: ServerProcess, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="refused"):
         Session("s", WS, remote=server.url, api_key="dl_wrong", local_path=tmp_path).open()
-    assert journals(tmp_path) == []
+    assert spools(tmp_path) == []
 
 
 def test_remote_needs_a_token(tmp_path: Path) -> None:
@@ -113,7 +116,12 @@ def test_a_write_refused_for_good_is_raised_and_kept(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         s.close()
-    assert len(journals(tmp_path)) == 1  # the refused batch is kept, marked
+    # The refused batch is moved aside, whole, and its points leave the spool (nothing waits on it).
+    [kept] = (tmp_path / ".refused").glob("*.msgpack")
+    moved = msgspec.msgpack.decode(kept.read_bytes())
+    assert "403" in moved["reason"]
+    assert [t["name"] for t in moved["batch"]["tracks"]] == ["t"]
+    assert spools(tmp_path) == []
 
 
 def test_a_session_protected_on_the_server_refuses_appends_at_once(
@@ -141,7 +149,7 @@ def test_dead_server_then_sync_sends_everything_once(tmp_path: Path) -> None:
     s.log("while down")
     with pytest.warns(RuntimeWarning, match="dreamlake sync"):
         s.close(timeout=2)
-    assert len(journals(tmp_path / "root")) == 1
+    assert len(spools(tmp_path / "root")) == 1
     sync = [
         sys.executable,
         "-m",
@@ -159,7 +167,7 @@ def test_dead_server_then_sync_sends_everything_once(tmp_path: Path) -> None:
         assert again.returncode == 0, again.stderr
         points = server_points(second, token, "offline", "t")
     assert [p["data"]["i"] for p in points] == list(range(-1, 5000))
-    assert journals(tmp_path / "root") == []
+    assert spools(tmp_path / "root") == []
 
 
 N_RESTART = 300_000
@@ -227,10 +235,10 @@ s = Session("resume", "ws", remote=sys.argv[1], api_key=sys.argv[2], local_path=
 for i in range(1000):
     s.track("t").append(i=i)
 try:
-    s.flush(timeout=0.5)  # hands everything to the journal, then waits for a server that is down
+    s.flush(timeout=0.5)  # the server is down: the points wait in the spool
 except FlushTimeoutError:
     pass
-print("journaled", flush=True)
+print("spooled", flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
 """
 
@@ -245,15 +253,15 @@ def test_a_new_run_first_sends_what_a_killed_run_left(tmp_path: Path) -> None:
         [sys.executable, "-c", CHILD, url, token, str(root)], capture_output=True, text=True, timeout=120
     )
     assert child.returncode == -9
-    assert child.stdout.strip() == "journaled"
-    assert len(journals(root)) == 1  # left by the killed run
+    assert child.stdout.strip() == "spooled"
+    assert len(spools(root)) == 1  # left by the killed run
     with ServerProcess(data, port=port) as server:
         with Session("resume", WS, remote=url, api_key=token, local_path=root) as s:
             for i in range(1000, 1010):
                 s.track("t").append(i=i)
         points = server_points(server, token, "resume", "t")
     assert [p["data"]["i"] for p in points] == list(range(1010))
-    assert journals(root) == []
+    assert spools(root) == []
 
 
 TRICKY = ["train/loss", "a%b", "a/../b", "ünï cødé", "with space", "what?", "#hash", ".logs", "a%2Fb", "a/b"]
@@ -307,7 +315,7 @@ def test_sync_durability_returns_once_the_server_has_it(
             )
 
 
-def test_the_journal_bound_makes_on_full_apply_and_close_keeps_the_rest(tmp_path: Path) -> None:
+def test_the_spool_bound_makes_on_full_apply_and_close_keeps_the_rest(tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     s = Session(
         "bounded",
@@ -315,23 +323,30 @@ def test_the_journal_bound_makes_on_full_apply_and_close_keeps_the_rest(tmp_path
         remote=dead,
         api_key="dl_unused",
         local_path=tmp_path,
-        max_journal=10_000,
         max_queue=1000,
         batch_size=100,
         on_full="drop_newest",
     ).open()
+    capacity = 2 * half_bytes(1000) // 48  # records of these points (48 bytes each) the spool holds
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the dead server, the drops, what close() leaves
-        appended = 0
-        while s.agent_stats()["dropped"] == 0:  # the journal is full, then the queue: drops begin
-            s.track("t").append(i=appended, pad="x" * 20)
-            appended += 1
-        (journal,) = journals(tmp_path)
-        assert journal.stat().st_size < 10_000 + 10_000  # the bound, plus at most one batch over it
+        for i in range(2 * capacity):
+            s.track("t").append(i=i, pad="x" * 20)
+            if i % 10_000 == 0:
+                time.sleep(0.02)  # the agent keeps up: the queue never fills, the spool does
+        time.sleep(0.5)
+        assert s.agent_stats()["queued"] == 0  # everything accepted was handed over...
+        dropped = s.agent_stats()["dropped"]
+        s.track("t").append(i=-1, pad="x" * 20)
+        assert s.agent_stats()["dropped"] == dropped + 1  # ... and the spool has no room left
+        (spool,) = spools(tmp_path)
+        assert spool.stat().st_blocks * 512 <= HALVES_AT + 2 * half_bytes(100_000)  # its two halves
         s.close(timeout=5)
-    dropped = s.agent_stats()["dropped"]
-    unsent = s.agent_stats()["unsentPoints"]
-    assert unsent == appended - dropped  # everything accepted went to the journal at close
+    accepted = 2 * capacity + 1 - s.agent_stats()["dropped"]
+    assert 0 < accepted <= capacity
+    assert s.agent_stats()["unsentPoints"] == accepted  # everything accepted was handed over...
+    (left,) = spools(tmp_path)  # ... and waits in the spool for 'dreamlake sync'
+    assert left == spool
 
 
 SEED = """
@@ -368,7 +383,7 @@ def test_the_docs_examples_in_remote_and_hybrid_mode(
     server: ServerProcess, token: str, tmp_path: Path, hybrid: bool
 ) -> None:
     local = str(tmp_path / "local") if hybrid else "-"
-    env = {**os.environ, "DREAMLAKE_LOCAL_PATH": str(tmp_path / "journal")}
+    env = {**os.environ, "DREAMLAKE_LOCAL_PATH": str(tmp_path / "spool")}
     done = subprocess.run(
         [sys.executable, "-c", SEED, server.url, token, local, f"seed-{hybrid}"],
         capture_output=True,

@@ -24,7 +24,8 @@ from .._exceptions import DreamlakeError, StorageError
 from .._sinks.advice import advice
 from .._sinks.base import FileRequest, GroupWriteError, Sink, TrackSpec
 from .queue import PointQueue, TrackBuffer
-from .spool import LOGS_ID, PARAMS_ID, Orphan, Spool, orphans
+from .recovery import outbox_of
+from .spool import LOGS_ID, PARAMS_ID, Orphan, Spool, orphans, sides
 
 
 class Agent:
@@ -62,67 +63,99 @@ class Agent:
         self._closed = anyio.Event()
         try:
             await self.sink.open()
-        except OSError as exc:
-            raise StorageError(f"cannot open the session's storage ({exc}): {advice(exc)}") from exc
+        except BaseException as exc:
+            self.queue.close_spool()  # nothing was accepted yet: it goes
+            if isinstance(exc, OSError):
+                raise StorageError(f"cannot open the session's storage ({exc}): {advice(exc)}") from exc
+            raise
         spool = self.queue.spool
         if spool is not None:
             await self._recover(spool)
             self.sink.intent = spool.intent_of
+            if self.sink.acks_later:
+                self.queue.acks_later = True
+                self.sink.attach_spool(spool, self.queue.acked)
 
     async def _recover(self, spool: Spool) -> None:
-        """Store what dead runs of this session left in their spools, before anything new; point
-        out those of other sessions (a killed run's session is seldom opened again)."""
+        """Store what dead runs of this session left in their spools, before anything new: their
+        local part now, their server's part in the sink's background; point out the spools of other
+        sessions (a killed run's session is seldom opened again)."""
         root = spool.path.parent.parent
+        local, remote = sides(spool.identity)
+        url = spool.identity.get("url")
         others: list[str] = []
 
         def ours(identity: dict[str, Any]) -> bool:
-            if identity == spool.identity:
+            theirs = sides(identity)
+            if (identity.get("workspace"), identity.get("session")) == (
+                spool.identity["workspace"], spool.identity["session"]
+            ) and ((local and theirs[0]) or (remote and identity.get("url") == url)):
                 return True
             others.append(f"{identity.get('workspace')}/{identity.get('session')}")
             return False
 
         for orphan in orphans(root, ours):
             try:
-                for track_id, records in orphan.records.items():
-                    await self._store_orphan(orphan, track_id, records)
+                if local and sides(orphan.identity)[0]:
+                    for track_id in list(orphan.records):
+                        await self._store_orphan(orphan, track_id)
             except BaseException:
                 orphan.release()  # left for the next open or 'dreamlake recover'
                 raise
-            orphan.remove()
+            if remote and orphan.identity.get("url") == url:
+                outbox = outbox_of(orphan, self._config.batch_size)
+                self.recovered += sum(batch.size for batch in outbox.sealed)
+                self.sink.adopt(outbox, orphan.identity, str(orphan.path), orphan.finish)
+            else:
+                orphan.finish()
         if others:
             warnings.warn(
-                f"dreamlake: killed runs left points that were accepted but not yet written in "
+                f"dreamlake: killed runs left points that were accepted but not yet stored in "
                 f"{len(others)} spool(s) under {root / '.spool'} "
                 f"(sessions {', '.join(sorted(set(others)))}); "
                 f"they are stored when those sessions are opened again, or now with "
-                f"'dreamlake recover --local-path {root}'",
+                f"'dreamlake recover --local-path {root}' (local files) or "
+                f"'dreamlake sync --local-path {root}' (a server)",
                 RuntimeWarning,
                 stacklevel=1,
             )
 
-    async def _store_orphan(self, orphan: Orphan, track_id: int, records: list[dict[Any, Any]]) -> None:
+    async def _store_orphan(self, orphan: Orphan, track_id: int) -> None:
+        """Write a dead run's records of one track that its local files lack, exactly once."""
+        pending = orphan.unstored(track_id)
+        if not pending:
+            return
+        seqs = [seq for seq, _ in pending]
+        records = [fields for _, fields in pending]
+        sink = self.sink.local_files
+        assert sink is not None
+
+        def mark(count: int) -> None:  # the first ``count`` of these are in the files
+            orphan.mark(track_id, seqs[count] if count < len(seqs) else seqs[-1] + 1)
+
         if track_id == PARAMS_ID:  # merging a change twice changes nothing
-            await self.sink.write_parameters(records)
-            orphan.mark(track_id, len(records))
+            await sink.write_parameters(records)
+            mark(len(records))
             self.recovered += len(records)
             return
         name = None if track_id == LOGS_ID else orphan.names[track_id]
         done = 0
-        if track_id in orphan.intents:  # the dead writer was writing these: did it get that far?
-            done = await self.sink.stored_prefix(name, orphan.intents[track_id], records)
+        first = orphan.intent_at(track_id)
+        if first is not None:  # the dead writer was writing these: did it get that far?
+            done = await sink.stored_prefix(name, first, records)
         self.recovered += len(records) - done
-        self.sink.intent = lambda _name, first: orphan.intent(track_id, first)
+        sink.intent = lambda _name, first: orphan.intent(track_id, first)
         try:
             while done < len(records):
                 chunk = records[done : done + self.max_chunk]
                 if name is None:
-                    await self.sink.write_logs(chunk)
+                    await sink.write_logs(chunk)
                 else:
-                    await self.sink.write_track(TrackSpec(name), chunk)
+                    await sink.write_track(TrackSpec(name), chunk)
                 done += len(chunk)
-                orphan.mark(track_id, done)
+                mark(done)
         finally:
-            self.sink.intent = None
+            sink.intent = None
 
     async def run(self) -> None:
         """Flush on every wake-up or interval until :meth:`stop`; the sink's own background work
@@ -283,7 +316,7 @@ class Agent:
                         raise
                     error = self._failed(exc, "parameters")
                 else:
-                    self.queue.stored(self.queue.params, len(deltas))
+                    self._stored(self.queue.params, deltas)
             error = await self._write_pending(names) or error
             await self.sink.flushed()
             self.queue.free_spool()
@@ -349,8 +382,11 @@ class Agent:
         return error
 
     def _stored(self, buffer: TrackBuffer, chunk: list[Any]) -> None:
-        self.written += len(chunk)
+        if buffer is not self.queue.params:
+            self.written += len(chunk)
         self.queue.stored(buffer, len(chunk))
+        if buffer.id is not None and self.queue.acks_later:
+            self.sink.handed(buffer.id, buffer.handed)  # the spool keeps them until acknowledged
 
     def _failed(self, exc: Exception, what: str) -> StorageError:
         self.write_errors += 1

@@ -41,7 +41,7 @@ class TrackBuffer:
     spool's mark for the track is the seq of its oldest point not yet stored (or dropped).
     """
 
-    __slots__ = ("id", "in_flight", "items", "retry", "retry_seqs", "spec", "spec_dirty")
+    __slots__ = ("acked", "handed", "id", "in_flight", "items", "retry", "retry_seqs", "spec", "spec_dirty")
 
     def __init__(self, spec: TrackSpec) -> None:
         self.spec = spec
@@ -51,10 +51,18 @@ class TrackBuffer:
         self.in_flight: tuple[list[int], int, int] = ([], 0, 0)  # seqs of the chunk being written
         self.spec_dirty = True
         self.id: int | None = None  # in the spool
+        # Sending to a server: the seq up to which points were handed to it, and acknowledged.
+        self.handed = self.acked = 0
 
     def unstored(self) -> int:
         """The seq of the oldest point neither stored nor dropped (with no write in flight)."""
         return self.retry_seqs[0] if self.retry_seqs else self.items.appended - len(self.items)
+
+    def kept_from(self, acks_later: bool) -> int:
+        """The seq of the oldest point the spool must keep: the oldest not stored for good."""
+        if acks_later and self.handed > self.acked:
+            return self.acked  # handed to the server, not yet acknowledged
+        return self.unstored()
 
 
 LOGS = "\x00logs"  # the log entries' buffer; no track name can hold NUL (_schema.names)
@@ -81,6 +89,10 @@ class PointQueue:
         self.commit: Callable[[], Any] | None = None
         self._reset()
         self.spool: Spool | None = None
+        # Set by the agent when its sink sends to a server: a point is stored for good once the
+        # server acknowledged it (:meth:`acked`), not when it was handed over.
+        self.acks_later = False
+        self._by_id: dict[int, TrackBuffer] = {}
         self._unspooled = 0  # of spools let go
         self.buffers: dict[str, TrackBuffer] = {}
         self.logs = self.buffer(TrackSpec(LOGS))
@@ -117,6 +129,7 @@ class PointQueue:
         for buffer in (*self.buffers.values(), self.params):
             buffer.items.clear()
             buffer.retry, buffer.retry_seqs = [], []
+            buffer.handed = buffer.acked = 0
             buffer.spec_dirty = buffer is not self.logs and buffer is not self.params
         if self.spool is not None:
             self.spool.forget()  # the child starts its own when it logs
@@ -143,6 +156,7 @@ class PointQueue:
         else:
             assert spool is not None
             buffer.items.attach(spool.core, buffer.id)
+            self._by_id[buffer.id] = buffer
 
     @property
     def unspooled(self) -> int:
@@ -156,6 +170,8 @@ class PointQueue:
         if spool is not None:
             with self._lock:
                 stored = self.held == 0 and not self.params.retry and not len(self.params.items)
+                if self.acks_later:
+                    stored = stored and all(b.handed <= b.acked for b in self._by_id.values())
                 for buffer in (*self.buffers.values(), self.params):
                     buffer.items.attach(None)
             self._unspooled += spool.core.skipped
@@ -178,7 +194,9 @@ class PointQueue:
                 return
             for buffer in (*self.buffers.values(), self.params):
                 last = buffer.items.last_in(half)
-                if last >= 0 and (buffer.in_flight[2] or buffer.in_flight[0] or buffer.unstored() <= last):
+                if last >= 0 and (
+                    buffer.in_flight[2] or buffer.in_flight[0] or buffer.kept_from(self.acks_later) <= last
+                ):
                     return
             spool.core.free(half)
         self.release(0)
@@ -400,15 +418,30 @@ class PointQueue:
                 self.in_flight -= len(points)
 
     def stored(self, buffer: TrackBuffer, count: int) -> None:
-        """A write of ``count`` taken points finished: they leave memory and the spool."""
+        """A write of ``count`` taken points finished: they leave memory, and the spool unless a
+        server has yet to acknowledge them (then ``buffer.handed`` is what it will acknowledge)."""
         with self._lock:
             buffer.in_flight = ([], 0, 0)
+            buffer.handed = buffer.unstored()
             if buffer.id is not None and self.spool is not None:
-                self.spool.mark(buffer.id, buffer.unstored())
+                self.spool.mark(buffer.id, buffer.handed)  # in the local files (remote mode: unused)
             if buffer is self.params:
                 return
             self.in_flight -= count
         self.release(count)
+
+    def acked(self, ends: dict[int, int]) -> None:
+        """The server acknowledged each spooled track's points up to ``ends[id]``: free the spool."""
+        spool = self.spool
+        if spool is None:
+            return
+        with self._lock:
+            spool.acked(ends)
+            for track_id, end in ends.items():
+                buffer = self._by_id.get(track_id)
+                if buffer is not None:
+                    buffer.acked = max(buffer.acked, end)
+        self.free_spool()
 
     def release(self, count: int) -> None:
         """Mark ``count`` points as gone from memory and wake callers waiting for room."""

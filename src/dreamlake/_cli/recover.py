@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .._agent.spool import dead_sessions
+from .._agent.spool import dead_sessions, sides
 from .._config import DEFAULT_LOCAL_PATH
 from .._exceptions import DreamlakeError
 from .._session.session import Session
@@ -29,6 +29,9 @@ def run(args: argparse.Namespace) -> int:
     failed = 0
     for identity in dead_sessions(root):
         label = f"{identity['workspace']}/{identity['session']}"
+        if not sides(identity)[0]:
+            print(f"{label}: remote mode (no local files): 'dreamlake sync' sends it")
+            continue
         try:
             # Opening the session is what recovers it.
             with Session(identity["session"], identity["workspace"], local_path=root) as session:

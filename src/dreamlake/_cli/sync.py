@@ -1,8 +1,10 @@
-"""``dreamlake sync``: send the journals earlier runs left behind (a killed job, a dead server).
+"""``dreamlake sync``: send what killed runs (or runs that closed while their server was down) left
+in their spools for a server.
 
-Each journal is sent as its writer would have: sealed groups in order, each with its idempotency
-key, so running it twice, or after the writer itself sent part of it, stores nothing twice. A
-journal whose owner is still alive is left alone; a damaged one is skipped and listed.
+Each spool is sent as its writer would have: first the batch it had sent without seeing the answer,
+with the same idempotency key, then the rest, so running it twice, or after the writer itself sent
+part of it, stores nothing twice. A spool whose owner is still alive is left alone; one that cannot
+be read is listed and left as it is.
 """
 
 from __future__ import annotations
@@ -16,22 +18,25 @@ from typing import Any
 import anyio
 import httpx
 
+from .._agent.recovery import outbox_of
+from .._agent.spool import Orphan, claim, read_records, sides, spool_paths
 from .._config import DEFAULT_LOCAL_PATH
-from .._sinks.journal import Journal, find_journals
 from .._sinks.sender import RemoteError, Sender
+
+_BATCH_POINTS = 50_000
 
 
 def add_parser(commands: Any) -> None:
     """Register the command."""
-    p: argparse.ArgumentParser = commands.add_parser("sync", help="send journals left by earlier runs")
+    p: argparse.ArgumentParser = commands.add_parser("sync", help="send what earlier runs left for a server")
     p.add_argument("--local-path", type=Path, default=None, help="the local root (default ./.dreamlake)")
-    p.add_argument("--remote", default=None, help="server URL (default: the one each journal names)")
+    p.add_argument("--remote", default=None, help="server URL (default: the one each spool names)")
     p.add_argument("--api-key", default=None, help="token (default $DREAMLAKE_API_KEY)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Send every journal; exit 0 if everything was sent, 1 if something is left (each listed)."""
+    """Send every dead spool's server part; exit 0 if everything was sent, 1 if something is left."""
     root = args.local_path or Path(os.environ.get("DREAMLAKE_LOCAL_PATH") or DEFAULT_LOCAL_PATH)
     api_key = args.api_key or os.environ.get("DREAMLAKE_API_KEY")
     if not api_key:
@@ -45,47 +50,57 @@ def run(args: argparse.Namespace) -> int:
 
 async def _sync_all(root: Path, url: str | None, api_key: str) -> list[tuple[Path, str]]:
     left: list[tuple[Path, str]] = []
-    paths = find_journals(root)
+    paths = spool_paths(root)
     for i, path in enumerate(paths, 1):
-        try:
-            journal = Journal.adopt(path)
-        except (OSError, ValueError) as exc:
-            left.append((path, f"unreadable journal ({exc})"))
-            continue
-        if journal is None:
-            print(f"[{i}/{len(paths)}] {path.name}: its process is still running; left alone")
-            continue
-        try:
-            why = await _send(journal, url or journal.header["url"], api_key, f"[{i}/{len(paths)}]")
-        finally:
-            journal.close(remove_if_done=True)
-        if why:
-            left.append((path, why))
+        progress = f"[{i}/{len(paths)}] {path.name}"
+        orphan = claim(path)
+        if orphan == "alive":
+            print(f"{progress}: its process is still running; left alone")
+        elif orphan == "unreadable":
+            left.append((path, "unreadable spool; left as it is"))
+        elif isinstance(orphan, Orphan):
+            if not sides(orphan.identity)[1]:
+                print(f"{progress}: local mode; 'dreamlake recover' stores it")
+                orphan.release()
+                continue
+            try:
+                read_records(orphan)
+                why = await _send(orphan, root, url or orphan.identity["url"], api_key, progress)
+            finally:
+                orphan.finish()
+            if why:
+                left.append((path, why))
+            elif path.exists():
+                print(f"  its local files' part is left: run 'dreamlake recover --local-path {root}'")
     return left
 
 
-async def _send(journal: Journal, url: str, api_key: str, progress: str) -> str | None:
-    """Send one journal; why something is left, or None."""
-    journal.seal_all()
-    groups = journal.sendable()
-    points, logs = journal.unsent()
-    head = journal.header
+async def _send(orphan: Orphan, root: Path, url: str, api_key: str, progress: str) -> str | None:
+    """Send one spool's server part; why something is left, or None."""
+    outbox = outbox_of(orphan, _BATCH_POINTS)
+    batches = list(outbox.sealed)
+    points, logs, _ = outbox.unsent()
+    identity = orphan.identity
     print(
-        f"{progress} {head['workspace']}/{head['session']['name']}: {len(groups)} batches, "
+        f"{progress}: {identity['workspace']}/{identity['session']}: {len(batches)} batches, "
         f"{points} points, {logs} log entries -> {url}"
     )
     headers = {"Authorization": f"Bearer {api_key}"}
+    refused = []
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30.0) as client:
-        sender = Sender(client, journal, warn=False)
-        for n, group in enumerate(groups, 1):
+        head = {"workspace": identity["workspace"], "session": identity["spec"]}
+        sender = Sender(client, outbox, head, root, str(orphan.path), warn=False)
+        for n, batch in enumerate(batches, 1):
             try:
                 with anyio.fail_after(120):
-                    await sender.send(group)
+                    await sender.send(batch)
             except RemoteError as exc:
-                return f"the server refused a batch: {exc}"
+                if exc.status == 401:
+                    return f"the server refused the token: {exc}"
+                refused.append(str(exc))  # moved aside; the rest may still be stored
             except TimeoutError:
                 return f"the server at {url} did not answer ({sender.last_error})"
-            print(f"  {n}/{len(groups)} sent", flush=True)
-    if journal.refused:
-        return f"{len(journal.refused)} batches were refused earlier and are kept in the file"
+            print(f"  {n}/{len(batches)} sent", flush=True)
+    if refused:
+        return f"{len(refused)} batch(es) were refused: {refused[0]}"
     return None

@@ -111,7 +111,7 @@ class AsyncSession(SessionCore):
 
         Raises:
             FlushTimeoutError: ``timeout`` seconds passed first (the agent goes on writing). In remote
-                mode everything is in the journal by then: the timeout bounds only the wait for the server.
+                mode everything is in the spool by then: the timeout bounds only the wait for the server.
             StorageError: A write failed; the points are kept and retried.
         """
         if self.remote is None:

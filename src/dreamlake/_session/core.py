@@ -71,7 +71,6 @@ class SessionCore(LogCore):
         flush_interval: float | None = None,
         close_timeout: float | None = None,
         durability: Durability | None = None,
-        max_journal: int | None = None,
         spool: bool | None = None,
     ) -> None:
         self.name = check_name("session", name)
@@ -97,7 +96,6 @@ class SessionCore(LogCore):
                 "flush_interval": flush_interval,
                 "close_timeout": close_timeout,
                 "durability": durability,
-                "max_journal": max_journal,
                 "spool": spool,
             }
         )
@@ -165,11 +163,10 @@ class SessionCore(LogCore):
 
     def _start_spool(self, sink: Sink) -> None:
         """Record every point accepted from now on in a spool, so that kill -9 loses none."""
-        # Local mode only for now: in remote mode the journal takes points over from the spool in a
-        # worker thread, and a kill between the two would send a batch twice (see the README).
-        if sink.in_memory or not self.config.spool or self.remote is not None:
+        # In remote and hybrid mode the spool is also the journal: points stay until acknowledged.
+        if sink.in_memory or not self.config.spool:
             return
-        identity = {"workspace": self.workspace, "session": self.name}
+        identity = {"workspace": self.workspace, "session": self.name, **sink.identity}
         try:
             spool = Spool(self.local_path, identity, half_bytes(self.config.max_queue))
         except OSError as exc:

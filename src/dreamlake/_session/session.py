@@ -55,7 +55,6 @@ class Session(SessionCore):
         close_timeout: See :class:`AgentConfig`; also ``DREAMLAKE_CLOSE_TIMEOUT``.
         durability: ``"buffered"`` (default), ``"flush"`` or ``"sync"``; see :class:`AgentConfig`;
             also ``DREAMLAKE_DURABILITY``.
-        max_journal: See :class:`AgentConfig`; also ``DREAMLAKE_MAX_JOURNAL``.
         spool: See :class:`AgentConfig`; also ``DREAMLAKE_SPOOL``.
     """
 
@@ -120,7 +119,7 @@ class Session(SessionCore):
 
         Raises:
             FlushTimeoutError: ``timeout`` seconds passed first. In remote mode everything is in the
-                journal by then: the timeout bounds only the wait for the server.
+                spool by then: the timeout bounds only the wait for the server.
             StorageError: A write failed; the points are kept and retried.
         """
         if self.remote is None:

@@ -26,8 +26,8 @@ def make_sink(
     api_key: str | None = None,
     hybrid: bool = False,
 ) -> Sink:
-    """The sink a session writes to: its local directory, a server (through a journal under
-    ``local_path``), or both (hybrid); unless ``dreamlake.testing`` says otherwise."""
+    """The sink a session writes to: its local directory, a server, or both (hybrid); unless
+    ``dreamlake.testing`` says otherwise."""
     fsync = config.durability != "buffered"
     if remote is None:
         sink: Sink = LocalSink(local_path, workspace, session, fsync=fsync)
@@ -36,8 +36,12 @@ def make_sink(
         from .hybrid import HybridSink
         from .remote import RemoteSink
 
-        journal_bytes = config.max_journal
-        to_server = RemoteSink(remote, api_key or "", workspace, session, local_path, fsync, journal_bytes)
+        # Batches waiting for the server hold at most what the spool holds (two halves, see
+        # _agent/spool.half_bytes); without a spool this is their only bound.
+        unsent = 2 * max(4 << 20, config.max_queue * 64)
+        to_server = RemoteSink(
+            remote, api_key or "", workspace, session, local_path, fsync, unsent, config.batch_size
+        )
         sink = (
             HybridSink(LocalSink(local_path, workspace, session, fsync=fsync), to_server)
             if hybrid

@@ -10,11 +10,23 @@ import abc
 import dataclasses
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .._schema.wire import TrackSpec
+from .outbox import Outbox
 
-__all__ = ["FileRequest", "GroupWriteError", "Sink", "TrackSpec"]
+__all__ = ["FileRequest", "GroupWriteError", "Sink", "SpoolFile", "TrackSpec"]
+
+
+class SpoolFile(Protocol):
+    """What a sink that sends to a server uses of the session's spool (``_agent/spool.py``)."""
+
+    writer: str
+    path: Path
+
+    def sending(self, group: int, ends: dict[int, int]) -> None: ...
+
+    def sync(self) -> None: ...
 
 
 class GroupWriteError(Exception):
@@ -45,6 +57,10 @@ class Sink(abc.ABC):
 
     #: A sink that keeps nothing on disk (``dreamlake.testing``) gets no spool either.
     in_memory = False
+
+    #: A sink that sends to a server: points handed over are stored for good only once the server
+    #: acknowledged them; the agent tells it, per spooled track, up to where (:meth:`handed`).
+    acks_later = False
 
     #: Set by the agent: a sink that numbers points itself (local files) calls it with the track's
     #: name (None: the logs) and the first index of a write, before writing; see ``_agent/spool.py``.
@@ -145,6 +161,32 @@ class Sink(abc.ABC):
         """How many of ``points`` a write that began at index ``first`` of track ``name`` (None: the
         logs) stored before the process died: recovery writes only the rest."""
         return 0  # a sink that never calls ``intent`` is never asked
+
+    @property
+    def local_files(self) -> Sink | None:
+        """The part of this sink that writes the local files (None: it writes none)."""
+        return self
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What the session's spool records about where its points go (besides its name)."""
+        return {}
+
+    def attach_spool(self, spool: SpoolFile, on_acked: Callable[[dict[int, int]], None]) -> None:
+        """Use ``spool`` as the journal of what is handed over; call ``on_acked`` with what each
+        acknowledgement stored (spool track id -> seq end). Only for :attr:`acks_later` sinks."""
+        return None
+
+    def handed(self, track_id: int, end: int) -> None:
+        """The spooled track ``track_id``'s points up to seq ``end`` were handed over (acks_later)."""
+        return None
+
+    def adopt(
+        self, outbox: Outbox, identity: Mapping[str, Any], where: str, finish: Callable[[], None]
+    ) -> None:
+        """Send the batches ``outbox`` holds (what a dead run of this session left in spool
+        ``where`` for the server) before anything new, then call ``finish`` (acks_later sinks)."""
+        finish()
 
     async def drain(self) -> None:
         """Wait until everything handed over is stored for good (e.g. acknowledged by a server)."""

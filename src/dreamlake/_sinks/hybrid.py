@@ -6,8 +6,9 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .base import FileRequest, Sink, TrackSpec
+from .base import FileRequest, Sink, SpoolFile, TrackSpec
 from .local import LocalSink
+from .outbox import Outbox
 from .remote import RemoteSink
 
 
@@ -28,6 +29,27 @@ class HybridSink(Sink):
 
     async def stored_prefix(self, name: str | None, first: int, points: Sequence[dict[str, Any]]) -> int:
         return await self.local.stored_prefix(name, first, points)
+
+    acks_later = True
+
+    @property
+    def local_files(self) -> Sink | None:
+        return self.local
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        return {**self.remote.identity, "local": True}
+
+    def attach_spool(self, spool: SpoolFile, on_acked: Callable[[dict[int, int]], None]) -> None:
+        self.remote.attach_spool(spool, on_acked)
+
+    def handed(self, track_id: int, end: int) -> None:
+        self.remote.handed(track_id, end)
+
+    def adopt(
+        self, outbox: Outbox, identity: Mapping[str, Any], where: str, finish: Callable[[], None]
+    ) -> None:
+        self.remote.adopt(outbox, identity, where, finish)
 
     async def open(self) -> None:
         await self.local.open()

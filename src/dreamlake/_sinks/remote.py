@@ -1,22 +1,23 @@
-"""The remote sink: batches go to a local journal first, then to ``dreamlake serve`` over HTTP.
+"""The remote sink: batches go to ``dreamlake serve`` over HTTP, while their points wait in the spool.
 
-The agent's writes between two flushes are journaled as one group (see ``journal.py``); a sender
-task (``sender.py``) ships sealed groups in order, one request each (``POST /sessions/{id}/batches``,
-msgpack, zstd or gzip, ``Idempotency-Key: <writer>:<group>``), one at a time so every track keeps its
-order, preparing the next while one is on the wire. A refusal for good is kept in the journal and
-raised from the next ``flush()``/``close()``. A dead server never grows memory (the journal grows)
-and never hangs ``close()``.
+The agent's writes between two flushes form one batch (``outbox.py``); a sender task (``sender.py``)
+ships sealed batches in order, one request each (``POST /sessions/{id}/batches``, msgpack, zstd or
+gzip, ``Idempotency-Key: <writer>:<number>``), one at a time so every track keeps its order,
+preparing the next while one is on the wire. Points leave the spool (the journal: kill -9 loses
+none) only once the server acknowledged them. A refusal for good is moved aside and raised from the
+next ``flush()``/``close()``. A dead server grows neither memory nor disk past the spool's bound
+(then ``on_full`` applies) and never hangs ``close()``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import os
+import secrets
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -26,23 +27,22 @@ import httpx
 import msgspec
 
 from .._disk.filestore import check_download, download_target
-from .._disk.jsonl import encode_points
 from .._exceptions import ConfigError
-from .._schema.levels import LEVEL, MESSAGE, TIMESTAMP
-from .base import FileRequest, Sink, TrackSpec
-from .journal import Journal, Kind, find_journals
-from .sender import RemoteError, Sender, TokenRejected, legacy_token, sync_command
+from .base import FileRequest, Sink, SpoolFile, TrackSpec
+from .outbox import Batch, Outbox
+from .sender import RemoteError, Sender, TokenRejected, legacy_token, send_all, sync_command
 
 __all__ = ["RemoteError", "RemoteSink", "TokenRejected", "legacy_token", "sync_command"]
 
-_ROTATE_BYTES = 64 * 1024 * 1024  # start a new journal once an acknowledged one is this big
-# Journal appends (encoding, a write, maybe an fsync) run off the agent's loop, which is the caller's
-# loop for an AsyncSession; abandoned only past close()'s deadline, as LocalSink's calls are.
+# Encoding a batch's points runs off the agent's loop, which is the caller's loop for an
+# AsyncSession; abandoned only past close()'s deadline, as LocalSink's calls are.
 _in_thread = functools.partial(anyio.to_thread.run_sync, abandon_on_cancel=True)
 
 
 class RemoteSink(Sink):
-    """Sends one session's data to a dreamlake server through a local journal."""
+    """Sends one session's data to a dreamlake server."""
+
+    acks_later = True
 
     def __init__(
         self,
@@ -52,25 +52,38 @@ class RemoteSink(Sink):
         session: Mapping[str, Any],
         root: Path,
         fsync: bool = False,
-        journal_bytes: int = 1024**3,
+        max_unsent_bytes: int = 64 << 20,
+        batch_points: int = 50_000,
     ) -> None:
         self.url = url.rstrip("/")
         self.root = Path(root)
         self.workspace = workspace
-        self._session = {
+        self.session = {
             "name": session["name"],
             **{k: session.get(k) for k in ("description", "tags", "folder", "metadata") if session.get(k)},
             **({"writeProtected": True} if session.get("write_protected") else {}),
         }
         self._api_key = api_key
         self._fsync = fsync
-        self._journal_bytes = journal_bytes
+        self._max_unsent = max_unsent_bytes
+        self._batch_points = batch_points
+        self._spool: SpoolFile | None = None
+        self._orphans: list[tuple[Sender, Callable[[], None]]] = []  # dead runs' leftovers, sent first
         self._wake = anyio.Event()
-        self._progress = anyio.Event()  # set whenever a group is acknowledged or refused
+        self._progress = anyio.Event()  # set whenever a batch is acknowledged or refused
         self._refused: list[str] = []
         self._token_error: TokenRejected | None = None
         self._closing = False
         self._warned = False
+
+    @property
+    def local_files(self) -> Sink | None:
+        return None
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What a spool of this sink's points records about where they go."""
+        return {"url": self.url, "spec": self.session, "local": False}
 
     async def open(self) -> None:
         self.client = httpx.AsyncClient(
@@ -78,21 +91,19 @@ class RemoteSink(Sink):
             headers={"Authorization": f"Bearer {self._api_key}"},
             timeout=httpx.Timeout(30.0, connect=5.0),
         )
-        self.journal = self._new_journal()
-        self.sender = Sender(self.client, self.journal)
-        self.write_protected = bool(self._session.get("writeProtected"))
+        self.outbox = Outbox(secrets.token_hex(8))
+        head = {"workspace": self.workspace, "session": self.session}
+        self.sender = Sender(self.client, self.outbox, head, self.root, "memory (no spool)")
+        self.write_protected = bool(self.session.get("writeProtected"))
         # One try, no retries: an unreachable server does not hold up open() (the session's creation
-        # waits in the journal like everything else), but one that refuses the token fails it now.
-        head = self.journal.header
+        # waits like everything else), but one that refuses the token fails it now.
         try:
             response = await self.client.post(
-                f"/workspaces/{head['workspace']}/sessions", json=head["session"], timeout=5.0
+                f"/workspaces/{self.workspace}/sessions", json=self.session, timeout=5.0
             )
         except httpx.TransportError:
             return
         if response.status_code in (401, 403):
-            self.journal.close()
-            self.journal.path.unlink(missing_ok=True)
             await self.client.aclose()
             raise ConfigError(
                 f"the dreamlake server at {self.url} refused this session: "
@@ -103,36 +114,36 @@ class RemoteSink(Sink):
             self.sender.session_id = str(session["id"])
             self.write_protected = self.write_protected or bool(session.get("writeProtected"))
 
-    def _new_journal(self) -> Journal:
-        header = {"url": self.url, "workspace": self.workspace, "session": self._session, "pid": os.getpid()}
-        return Journal.create(self.root / ".journal", header, self._fsync)
+    def attach_spool(self, spool: SpoolFile, on_acked: Callable[[dict[int, int]], None]) -> None:
+        self._spool = spool
+        self.outbox = self.sender.outbox = Outbox(spool.writer, spool.sending, on_acked)
+        self.sender.where = str(spool.path)
+
+    def adopt(
+        self, outbox: Outbox, identity: Mapping[str, Any], where: str, finish: Callable[[], None]
+    ) -> None:
+        head = {"workspace": self.workspace, "session": identity.get("spec", self.session)}
+        self._orphans.append((Sender(self.client, outbox, head, self.root, where, warn=False), finish))
 
     async def run(self) -> None:
-        """Send what dead runs of this session left, then sealed groups as they come, until cancelled."""
-        await self._resume_orphans()
-        ahead: tuple[int, tuple[bytes, dict[str, str]]] | None = None
+        """Send what dead runs of this session left, then sealed batches as they come, until cancelled."""
+        await self._send_orphans()
+        ahead: tuple[Batch, tuple[bytes, dict[str, str]]] | None = None
         while True:
-            groups = self.journal.sendable()
-            if not groups:
+            batches = list(self.outbox.sealed)
+            if not batches:
                 await self._wake.wait()
                 self._wake = anyio.Event()
                 continue
-            request = ahead[1] if ahead is not None and ahead[0] == groups[0] else None
+            request = ahead[1] if ahead is not None and ahead[0] is batches[0] else None
             ahead = None
             failure: list[Exception] = []
-            # The next group is read and compressed while this one is on the wire (sent in order,
+            # The next batch is encoded and compressed while this one is on the wire (sent in order,
             # one at a time, so every track keeps its order on the server).
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._post, groups[0], request, failure)
-                if len(groups) > 1:
-                    with contextlib.suppress(OSError):  # prepared again, and raised, when its turn comes
-                        ahead = (groups[1], await anyio.to_thread.run_sync(self.sender.prepare, groups[1]))
-            if failure and not isinstance(failure[0], RemoteError):
-                # The journal could not be read (a disk error): not the server's fault, and nothing
-                # to refuse. Say so once and try again a little later.
-                self._warn_once(f"dreamlake: reading {self.journal.path} failed ({failure[0]}); retrying")
-                await anyio.sleep(1)
-                continue
+                tg.start_soon(self._post, batches[0], request, failure)
+                if len(batches) > 1:
+                    ahead = (batches[1], await anyio.to_thread.run_sync(self.sender.prepare, batches[1]))
             if failure and isinstance(failure[0], TokenRejected):
                 self._token_error = failure[0]  # raised by drain(); retried at the next flush
                 self._signal_progress()
@@ -141,18 +152,15 @@ class RemoteSink(Sink):
                 continue
             if failure:  # refused for good; every refusal is also raised from flush()/close()
                 self._refused.append(str(failure[0]))
-                self._warn_once(f"dreamlake: {failure[0]}; the batch is kept in {self.journal.path}")
+                self._warn_once(f"dreamlake: {failure[0]}")
             self._token_error = None
             self._signal_progress()
-            if self.journal.done and self.journal.size > _ROTATE_BYTES:
-                self.journal.close(remove_if_done=True)
-                self.journal = self.sender.journal = self._new_journal()
 
     async def _post(
-        self, group: int, request: tuple[bytes, dict[str, str]] | None, failure: list[Exception]
+        self, batch: Batch, request: tuple[bytes, dict[str, str]] | None, failure: list[Exception]
     ) -> None:
         try:
-            await self.sender.send(group, request)
+            await self.sender.send(batch, request)
         except (RemoteError, OSError) as exc:
             failure.append(exc)
 
@@ -165,63 +173,42 @@ class RemoteSink(Sink):
         self._progress.set()
         self._progress = anyio.Event()
 
-    async def _resume_orphans(self) -> None:
-        """Send, first, the journals of earlier runs of this session whose process died (what
-        ``dreamlake sync`` would send), so their points keep their place before this run's."""
-        mine = (self.url, self.workspace, self._session["name"])
-        for path in find_journals(self.root):
+    async def _send_orphans(self) -> None:
+        """Send, first, what earlier runs of this session left in their spools (what ``dreamlake
+        sync`` would send), so their points keep their place before this run's."""
+        while self._orphans:
+            sender, finish = self._orphans[0]
             try:
-                journal = None if path == self.journal.path else Journal.adopt(path)
-            except (OSError, ValueError):
-                continue  # damaged: left for `dreamlake sync`, which lists it
-            if journal is None:
-                continue
-            try:
-                head = journal.header
-                if (head.get("url"), head.get("workspace"), head.get("session", {}).get("name")) == mine:
-                    journal.seal_all()
-                    sender = Sender(self.client, journal, warn=False)
-                    for group in journal.sendable():
-                        await sender.send(group)
+                await send_all(sender)
             except RemoteError as exc:
-                self._refused.append(f"{exc} (from {path})")
+                self._refused.append(f"{exc} (from {sender.where})")
             finally:
-                journal.close(remove_if_done=True)
+                self._orphans.pop(0)
+                finish()
 
     async def write_track(self, spec: TrackSpec, points: Sequence[dict[str, Any]]) -> None:
         await self._room()
-        await _in_thread(self._journal_track, spec, points)
-
-    def _journal_track(self, spec: TrackSpec, points: Sequence[dict[str, Any]]) -> None:
-        # JSON lines, as the server stores them: it checks them but never decodes and re-encodes them.
-        record: dict[str, Any] = {"name": spec.name, "lines": encode_points(points)}
-        for key in ("description", "tags", "metadata"):
-            value = getattr(spec, key)
-            if value is not None:
-                record[key] = value
-        self.journal.add(Kind.TRACK, record)
+        extra = {k: v for k in ("description", "tags", "metadata") if (v := getattr(spec, k)) is not None}
+        await _in_thread(self.outbox.open.add_track, spec.name, points, extra)
 
     async def write_logs(self, entries: Sequence[dict[str, Any]]) -> None:
         await self._room()
-        records = []
-        for queued in entries:
-            entry: dict[Any, Any] = queued  # its own fields are under the int keys of _schema.levels
-            metadata = {k: v for k, v in entry.items() if not isinstance(k, int)}
-            record = {"timestamp": entry[TIMESTAMP], "level": entry[LEVEL], "message": entry[MESSAGE]}
-            records.append({**record, "metadata": metadata} if metadata else record)
-        await _in_thread(self.journal.add, Kind.LOGS, records)
+        self.outbox.open.add_logs(entries)
 
     async def write_parameters(self, deltas: Sequence[dict[str, Any]]) -> None:
-        await _in_thread(self.journal.add, Kind.PARAMS, list(deltas))
+        self.outbox.open.add_parameters(deltas)
+
+    def handed(self, track_id: int, end: int) -> None:
+        self.outbox.open.ends[track_id] = end
 
     async def _room(self) -> None:
         # Past the bound the agent's write waits, so the queue fills and on_full applies; at close
-        # the bound is lifted, so what was accepted reaches the journal rather than being lost.
-        while self.journal.size > self._journal_bytes and not self._closing:
-            if not self.journal.sendable():
-                # One flush alone went past the bound (a backlog taken at once): seal what it wrote
-                # so far, so that it can be sent and this wait can end.
-                if self.journal.seal() is None:
+        # the bound is lifted, so what was accepted reaches the server or stays in the spool.
+        while self.outbox.unsent()[2] > self._max_unsent and not self._closing:
+            if not self.outbox.sealed:
+                # One flush alone went past the bound (a backlog taken at once): seal what it
+                # handed over so far, so that it can be sent and this wait can end.
+                if self.outbox.seal() is None:
                     return
                 self._wake.set()
             await self._progress.wait()
@@ -231,36 +218,36 @@ class RemoteSink(Sink):
         self._signal_progress()
 
     async def flushed(self) -> None:
-        self.journal.seal()
-        if self.journal.sendable():
+        if self.outbox.seal() is not None:
+            if self._fsync and self._spool is not None:
+                await _in_thread(self._spool.sync)  # durability "flush": the spool survives a machine crash
             self._wake.set()
 
     async def drain(self) -> None:
-        """Wait until the server acknowledged every sealed group; raise refusals once."""
-        while self.journal.sendable():
+        """Wait until the server acknowledged every sealed batch; raise refusals once."""
+        while self.outbox.sealed or self._orphans:
             if self._token_error is not None:
-                points, logs = self.journal.unsent()
+                points, logs, _ = self.outbox.unsent()
                 raise TokenRejected(
-                    f"{self._token_error}; {points} points and {logs} log entries are kept in "
-                    f"{self.journal.path}: send them with a valid token: {sync_command(self.root, self.url)}",
+                    f"{self._token_error}; {points} points and {logs} log entries wait in "
+                    f"{self.sender.where}: send them with a valid token: {sync_command(self.root, self.url)}",
                     401,
                 )
             await self._progress.wait()
         if self._refused:
             reasons, self._refused = self._refused, []
             raise RemoteError(
-                f"{len(reasons)} batch(es) were refused by the server and kept in {self.journal.path}: "
-                + "; ".join(reasons[:3])
+                f"{len(reasons)} batch(es) were refused by the server: " + "; ".join(reasons[:3])
             )
 
     def stats(self) -> dict[str, Any]:
-        points, logs = self.journal.unsent()
+        points, logs, size = self.outbox.unsent()
         return {
             "requests": self.sender.sent_requests,
             "retries": self.sender.retries,
             "unsentPoints": points,
             "unsentLogs": logs,
-            "journalBytes": self.journal.size,
+            "unsentBytes": size,
             "lastRemoteError": self.sender.last_error,
         }
 
@@ -371,23 +358,29 @@ class RemoteSink(Sink):
         return out
 
     async def close(self, agent_stats: Mapping[str, Any], deadline: float | None = None) -> None:
-        """Send what is left until ``deadline`` (monotonic), then leave the rest in the journal."""
+        """Send what is left until ``deadline`` (monotonic), then leave the rest in the spool."""
         try:
             with anyio.move_on_after(None if deadline is None else max(0.0, deadline - time.monotonic())):
                 await self.drain()
         finally:
-            points, logs = self.journal.unsent()
+            points, logs, _ = self.outbox.unsent()
             if points or logs:
                 why = self.sender.last_error or "the server did not answer in time"
+                kept = (
+                    f"are kept in {self._spool.path}; send them with: {sync_command(self.root, self.url)}"
+                    if self._spool is not None
+                    else "are lost (this session has no spool)"
+                )
                 warnings.warn(
                     f"dreamlake could not send everything to {self.url} before close()'s deadline ({why}): "
-                    f"{points} points and {logs} log entries are kept in {self.journal.path}; send them "
-                    f"with: {sync_command(self.root, self.url)}",
+                    f"{points} points and {logs} log entries {kept}",
                     RuntimeWarning,
                     stacklevel=1,
                 )
             self.sender.quiet()  # what close() cuts short is not a failing server: one warning is enough
-            self.journal.close(remove_if_done=True)
+            for _, finish in self._orphans:
+                finish()  # what is left in it is sent next time
+            self._orphans.clear()
             await self.client.aclose()
 
 

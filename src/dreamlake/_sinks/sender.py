@@ -1,9 +1,9 @@
-"""Sending journaled batches to ``dreamlake serve``: one request per sealed group, in order, retried
-until the server stores it or refuses it for good. Used by the remote sink and by ``dreamlake sync``.
+"""Sending batches to ``dreamlake serve``: one request per sealed batch, in order, retried until the
+server stores it or refuses it for good. Used by the remote sink and by ``dreamlake sync``.
 
 Connection errors, timeouts, 5xx, 408 and 429 are retried with exponential backoff and jitter,
 honouring ``Retry-After``; a 401 is a token the server no longer accepts (the batch stays sendable);
-any other 4xx refuses the group for good: it stays in the journal, marked.
+any other 4xx refuses the batch for good: it is moved aside (``Outbox.refuse``).
 """
 
 from __future__ import annotations
@@ -19,14 +19,11 @@ from typing import Any
 import anyio
 import httpx
 import jwt
-import msgspec
 
 from .._exceptions import StorageError
 from .._schema.wire import DEV_JWT_SECRET
-from .journal import Journal, Kind
+from .outbox import Batch, Outbox
 
-_ENCODE = msgspec.msgpack.Encoder()
-_RAW_LIST = msgspec.msgpack.Decoder(list[msgspec.Raw])
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.2, 10.0  # seconds
 _COMPRESS_ABOVE = 16 * 1024  # bytes; smaller bodies go as they are
@@ -54,16 +51,31 @@ def legacy_token(user_name: str) -> str:
 
 
 def sync_command(root: Path, url: str) -> str:
-    """The command that sends what a journal under ``root`` still holds."""
+    """The command that sends what the spools under ``root`` still hold."""
     return f"dreamlake sync --local-path {root} --remote {url}"
 
 
 class Sender:
-    """Sends one journal's sealed groups to the server, in order, until each is acknowledged."""
+    """Sends one outbox's sealed batches to the server, in order, until each is acknowledged.
 
-    def __init__(self, client: httpx.AsyncClient, journal: Journal, warn: bool = True) -> None:
+    ``head`` names the session (``workspace``, and ``session``: the fields its creation sends);
+    ``where`` is the spool the batches wait in, for messages; refused batches go under ``root``.
+    """
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        outbox: Outbox,
+        head: dict[str, Any],
+        root: Path,
+        where: str,
+        warn: bool = True,
+    ) -> None:
         self.client = client
-        self.journal = journal
+        self.outbox = outbox
+        self.head = head
+        self.root = root
+        self.where = where
         self._warned = not warn  # a failing server is warned about once; stats() shows the rest
         self.session_id: str | None = None
         self.sent_requests = 0
@@ -75,49 +87,41 @@ class Sender:
         self._warned = True
 
     async def session(self) -> str:
-        """The server's id of the journal's session (created or updated on first use)."""
+        """The server's id of the session (created or updated on first use)."""
         if self.session_id is None:
-            head = self.journal.header
             response = await self._request(
-                "POST", f"/workspaces/{head['workspace']}/sessions", json=head["session"]
+                "POST", f"/workspaces/{self.head['workspace']}/sessions", json=self.head["session"]
             )
             self.session_id = str(response.json()["session"]["id"])
         return self.session_id
 
-    def prepare(self, group: int) -> tuple[bytes, dict[str, str]]:
-        """The request for one sealed group: its journaled payloads spliced into one msgpack body
-        (never decoded), compressed. Blocking: run it in a worker thread."""
-        tracks: list[msgspec.Raw] = []
-        logs: list[msgspec.Raw] = []
-        parameters: list[msgspec.Raw] = []
-        for kind, payload in self.journal.read(group):
-            if kind is Kind.TRACK:
-                tracks.append(payload)
-            elif kind is Kind.LOGS:
-                logs.extend(_RAW_LIST.decode(payload))
-            elif kind is Kind.PARAMS:
-                parameters.extend(_RAW_LIST.decode(payload))
-        body = _ENCODE.encode({"tracks": tracks, "logs": logs, "parameters": parameters})
-        headers = {"Content-Type": "application/msgpack", "Idempotency-Key": f"{self.journal.writer}:{group}"}
+    def prepare(self, batch: Batch) -> tuple[bytes, dict[str, str]]:
+        """The request for one sealed batch: msgpack, compressed. Blocking: run it in a worker thread."""
+        body = batch.body()
+        headers = {
+            "Content-Type": "application/msgpack",
+            "Idempotency-Key": f"{self.outbox.writer}:{batch.number}",
+        }
         if len(body) > _COMPRESS_ABOVE:
             body, headers["Content-Encoding"] = _compress(body)
         return body, headers
 
-    async def send(self, group: int, request: tuple[bytes, dict[str, str]] | None = None) -> None:
-        """Send one sealed group (``request``: what :meth:`prepare` made of it) until the server
+    async def send(self, batch: Batch, request: tuple[bytes, dict[str, str]] | None = None) -> None:
+        """Send one sealed batch (``request``: what :meth:`prepare` made of it) until the server
         stores it, or refuses it for good."""
         if request is None:
-            request = await anyio.to_thread.run_sync(self.prepare, group)
+            request = await anyio.to_thread.run_sync(self.prepare, batch)
         body, headers = request
         session_id = await self.session()
+        self.outbox.sending(batch)
         try:
             await self._request("POST", f"/sessions/{session_id}/batches", content=body, headers=headers)
         except TokenRejected:
-            raise  # not the batch's fault: it stays in the journal, sendable
+            raise  # not the batch's fault: it stays sendable
         except RemoteError as exc:
-            self.journal.refuse(group, str(exc))
-            raise
-        self.journal.ack(group)
+            path = self.outbox.refuse(batch, self.root, str(exc))
+            raise RemoteError(f"{exc} (the batch is kept in {path})", exc.status) from None
+        self.outbox.acked(batch)
         self.sent_requests += 1
 
     async def _request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
@@ -144,12 +148,18 @@ class Sender:
                 self._warned = True
                 warnings.warn(
                     f"dreamlake: {self.client.base_url} failed ({self.last_error}); retrying with backoff. "
-                    f"Nothing is lost: batches wait in {self.journal.path}",
+                    f"Nothing is lost: batches wait in {self.where}",
                     RuntimeWarning,
                     stacklevel=1,
                 )
             await anyio.sleep(wait * random.uniform(0.5, 1.0) if wait == delay else wait)
             delay = min(delay * 2, _BACKOFF_MAX)
+
+
+async def send_all(sender: Sender) -> None:
+    """Send every batch sealed in the sender's outbox, in order; raise what stops it."""
+    for batch in list(sender.outbox.sealed):
+        await sender.send(batch)
 
 
 def _compress(body: bytes) -> tuple[bytes, str]:
