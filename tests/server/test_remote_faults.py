@@ -144,8 +144,9 @@ def _header(head: bytes, name: bytes) -> str:
     return match.group(1).decode() if match else ""
 
 
-# What the proxy does with a bulk request: forward it, drop the answer, never answer; or bytes: answer those.
-FORWARD, DROP, HANG = "forward", "drop", "hang"
+# What the proxy does with a bulk request: forward it, drop the answer, never answer, forward it and
+# never answer; or bytes: answer those.
+FORWARD, DROP, HANG, STORE_AND_HANG = "forward", "drop", "hang", "store and hang"
 TOO_MANY = b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n"
 
 
@@ -212,7 +213,8 @@ class _Listener:
 class Proxy(_Listener):
     """An HTTP/1.1 proxy to ``upstream``: ``fault(n)`` says what to do with the n-th bulk request
     (0-based): FORWARD it, DROP the server's answer (close the client's connection after the server
-    has stored the batch), HANG (never answer), or answer with the given bytes without forwarding.
+    has stored the batch), HANG (never answer), STORE_AND_HANG (forward it, then never answer), or
+    answer with the given bytes without forwarding.
     ``bulk`` records them."""
 
     def __init__(self, upstream: str, fault: Callable[[int], str | bytes]) -> None:
@@ -248,6 +250,9 @@ class Proxy(_Listener):
             if action == DROP:
                 exchange.dropped = True
                 return  # the connection closes without the answer
+            if action == STORE_AND_HANG:
+                self._stopping.wait()
+                return
             client.sendall(answer)
 
     def _forward(self, head: bytes, body: bytes) -> tuple[bytes, int, bytes]:
@@ -766,3 +771,92 @@ def test_close_after_a_timed_out_flush_still_returns_on_time(
         child.expect("closed", timeout=10)  # close(timeout=2), with room to spare
         assert child.wait() == 0, child.stderr
     assert len(spools(tmp_path)) == 1  # the point waits in the spool
+
+
+IN_FLIGHT = """
+from dreamlake import FlushTimeoutError
+
+s = Session(NAME, WS, remote=URL, api_key=KEY, flush_interval=3600).open()
+track = s.track("t")
+for i in range(N):
+    track.append(i=i)
+try:
+    s.flush(timeout=2)  # the batch reaches the server, which stores it; its answer never comes
+except FlushTimeoutError:
+    print("in flight", flush=True)
+time.sleep(60)
+"""
+
+
+# kill -9 while a batch is on the wire, after the server stored it: the spool says which batch was in
+# flight, so `dreamlake sync` resends that very batch with its idempotency key (not the same points
+# under a new key, which would store them twice).
+def test_kill9_with_a_batch_in_flight_resends_it_under_its_key(
+    server: ServerProcess, token: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DREAMLAKE_LOCAL_PATH", str(tmp_path))
+    count = 20_000
+    with Proxy(server.url, lambda n: STORE_AND_HANG) as proxy:
+        script = make_script(block(IN_FLIGHT), NAME="in-flight", WS=WS, URL=proxy.url, KEY=token, N=count)
+        with Child(script) as child:
+            child.expect("in flight")
+            child.kill()
+        [sent] = proxy.bulk
+        assert sent.status == 200  # stored; the client never heard
+        assert sent.repeat is False
+    check_stored_once(stored_points(server.url, token, "in-flight"), count)
+    [path] = spools(tmp_path)
+    assert unacked(path) == count
+    done = sync(tmp_path, token, "--remote", server.url)
+    assert done.returncode == 0, done.stderr
+    check_stored_once(stored_points(server.url, token, "in-flight"), count)  # not twice
+    assert spools(tmp_path) == []
+
+
+BURST = """
+os.environ["DREAMLAKE_LOCAL_PATH"] = ROOT  # remote mode's spool goes under it
+kw = {"local_path": ROOT} if HYBRID else {}
+s = Session(NAME, WS, remote=URL, api_key=KEY, flush_interval=0.005, **kw).open()
+track = s.track("t")
+stop = random.randrange(N)
+for i in range(N):
+    track.append(i=i, x=i * 0.5, tag=f"p{i}")
+    if i == stop:
+        s.log("the kill comes now")
+        s.parameters().set(stopped_at=i)
+        print("returned", i, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+# kill -9 at a random moment of a burst, the server up, some batches acknowledged and one perhaps on
+# the wire: the next run of the session (in the same mode) sends what the spool held, each point
+# once, in order; in hybrid mode the local files get each point once too.
+@pytest.mark.parametrize("hybrid", [False, True])
+@pytest.mark.parametrize("trial", range(3))
+def test_kill9_in_a_burst_and_the_next_run_stores_every_returned_call_once(
+    server: ServerProcess, token: str, tmp_path: Path, hybrid: bool, trial: int
+) -> None:
+    root, count, name = tmp_path / "root", 20_000, f"burst-{hybrid}-{trial}"
+    kw: dict[str, Any] = {"local_path": root} if hybrid else {}
+    script = make_script(
+        "import os, random, signal\n" + block(BURST),
+        NAME=name, WS=WS, URL=server.url, KEY=token, N=count, ROOT=str(root), HYBRID=hybrid,
+    )  # fmt: skip
+    with Child(script) as child:
+        line = child.expect(lambda line: line.startswith("returned "))
+        child.wait(30)
+    returned = int(line.split()[1]) + 1
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DREAMLAKE_LOCAL_PATH", str(root))
+        with Session(name, WS, remote=server.url, api_key=token, **kw) as s:
+            assert s.agent_stats()["recovered"] > 0 or returned == 0
+            assert s.parameters().get()["stopped_at"] == returned - 1
+    points = stored_points(server.url, token, name)
+    check_stored_once(points, returned)
+    assert [p["data"]["tag"] for p in points] == [f"p{i}" for i in range(returned)]
+    if hybrid:
+        lines = (root / WS / name / "tracks" / "t" / "data.jsonl").read_text().splitlines()
+        assert [json.loads(line)["index"] for line in lines] == list(range(returned))
+        assert [json.loads(line)["data"]["i"] for line in lines] == list(range(returned))
+    assert spools(root) == []

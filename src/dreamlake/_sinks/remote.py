@@ -185,6 +185,7 @@ class RemoteSink(Sink):
             finally:
                 self._orphans.pop(0)
                 finish()
+            self._signal_progress()
 
     async def write_track(self, spec: TrackSpec, points: Sequence[dict[str, Any]]) -> None:
         await self._room()
