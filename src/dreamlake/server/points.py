@@ -97,14 +97,17 @@ def build_chunk(first: int, size: int, batches: Sequence[Batch]) -> bytes | None
         lo, hi = index - batch.start, min(first + size, batch.start + batch.count) - batch.start
         if hi <= lo:
             continue
-        parts.extend(batch.blob.split(b"\n")[lo:hi])
+        if lo == 0 and hi == batch.count:
+            parts.append(batch.blob)  # most batches lie wholly inside: no need to split them
+        else:
+            parts.append(b"\n".join(batch.blob.split(b"\n")[lo:hi]) + b"\n")
         created.append((index, batch.created_at))
         index = batch.start + hi
     if index != first + size:
         return None
     header = _JSON.encode({"first": first, "count": size, "createdAt": created})
-    body = frame_lines(first, b"\n".join(parts) + b"\n")
-    return zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compress(header + b"\n" + body)
+    body = frame_lines(first, b"".join(parts))
+    return zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compress(b"".join((header, b"\n", body)))
 
 
 class _Chunk:
