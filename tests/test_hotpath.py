@@ -92,6 +92,15 @@ def test_frame_lines_numbers_each_encoded_line(frame: Any) -> None:
     assert frame(10**12, many).endswith(b'{"index":1000000004999,"data":{"v":1}}\n')
 
 
+@pytest.mark.parametrize("kind", [bytes, bytearray])
+def test_frame_lines_of_a_chunk_matches_the_python_twin(kind: type[bytes]) -> None:
+    # Past 64 KB the C version frames bytes without the GIL (a bytearray keeps it): same output.
+    blob = kind(b"".join(b'{"step":%d,"v":0.5}\n' % i for i in range(10_000)))
+    expected = jsonl.py_frame_lines(7, bytes(blob))
+    for frame in FRAMERS:
+        assert frame(7, blob) == expected
+
+
 LOG_CALLS = [
     (("msg",), {}),
     (("msg", "WARN"), {}),

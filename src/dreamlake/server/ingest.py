@@ -57,10 +57,11 @@ async def post_batch(request: Request) -> Response:
             "a track holds more recent points than the hot tier keeps; retry shortly",
             {"Retry-After": "1"},
         )
-    points = sum(len(t.points) + t.lines.count(b"\n") for t in batch.tracks)
+    checked = _checked(batch)  # counts the lines as it checks them: no second pass to count
+    points = sum(count for t in checked.tracks for count, _ in t.blobs)
     if points > server.config.max_points:
         raise ApiError(413, "too many points", f"at most {server.config.max_points} points per request")
-    result = await ingest(server, session, key, _checked(batch))
+    result = await ingest(server, session, key, checked)
     doc: dict[str, Any] = {
         "repeat": result.repeat,
         "tracks": [

@@ -41,6 +41,8 @@ R = TypeVar("R")
 
 # How long a write waits for another process's transaction before failing with "database is locked".
 _BUSY_TIMEOUT_SECONDS = 30.0
+_PAGE_SIZE = 16384  # bytes, for new databases
+_CHECKPOINT_PAGES = 4096  # WAL pages between automatic checkpoints: 64 MB
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS tokens(
@@ -129,6 +131,11 @@ class SQLiteHotTier:
             if self._writer is None:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 conn = self._connect()
+                # Before WAL mode, which fixes it: a new database gets larger pages (an existing
+                # one keeps its own). Point batches are blobs of ~70 KB; at 4 KB a page each is a
+                # long overflow chain to write and, when archived, to walk and free: 16 KB pages
+                # halve the cost of an ingest and of archiving's deletes.
+                conn.execute(f"PRAGMA page_size={_PAGE_SIZE}")
                 conn.execute("PRAGMA journal_mode=WAL")
                 self._writer = conn
             self._writer.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
@@ -153,6 +160,9 @@ class SQLiteHotTier:
             self.path, timeout=_BUSY_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
         )
         conn.execute("PRAGMA synchronous=NORMAL")
+        # Checkpoint (copy the WAL into the database, with fsyncs) every ~64 MB rather than 4 MB:
+        # a page written again and again in between (a track's row, the index) is copied once.
+        conn.execute(f"PRAGMA wal_autocheckpoint={_CHECKPOINT_PAGES}")
         return conn
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
