@@ -14,14 +14,25 @@
 
 typedef struct {
     PyObject_HEAD
-    Py_ssize_t seq;       /* tickets handed out */
-    Py_ssize_t taken;     /* points that left memory (written, dropped or refused) */
-    Py_ssize_t threshold; /* below it, ticket - taken goes straight to the deque */
+    Py_ssize_t seq;            /* tickets handed out */
+    Py_ssize_t taken;          /* points that left memory (written, dropped or refused) */
+    Py_ssize_t threshold;      /* below it, ticket - taken goes straight to the deque */
+    Py_ssize_t bytes;          /* estimated bytes held (see point_bytes), queued or being written */
+    Py_ssize_t byte_threshold; /* ... and below this, too */
 } Gate;
 
 static PyObject *Gate_reset(Gate *self, PyObject *Py_UNUSED(ignored)) {
     self->seq = 0;
     self->taken = 0;
+    self->bytes = 0;
+    Py_RETURN_NONE;
+}
+
+/* add_bytes(n): a C call, so that it is atomic under the GIL against the hot path's own += */
+static PyObject *Gate_add_bytes(Gate *self, PyObject *arg) {
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    self->bytes += n;
     Py_RETURN_NONE;
 }
 
@@ -35,18 +46,23 @@ static int Gate_init(Gate *self, PyObject *args, PyObject *kwargs) {
     self->seq = 0;
     self->taken = 0;
     self->threshold = -1;
+    self->bytes = 0;
+    self->byte_threshold = PY_SSIZE_T_MAX;
     return 0;
 }
 
 static PyMemberDef Gate_members[] = {
     {"taken", T_PYSSIZET, offsetof(Gate, taken), 0, "points that left memory"},
     {"threshold", T_PYSSIZET, offsetof(Gate, threshold), 0, "fast-path bound on ticket - taken"},
+    {"bytes", T_PYSSIZET, offsetof(Gate, bytes), READONLY, "estimated bytes held"},
+    {"byte_threshold", T_PYSSIZET, offsetof(Gate, byte_threshold), 0, "fast-path bound on bytes"},
     {NULL},
 };
 
 static PyMethodDef Gate_methods[] = {
     {"reset", (PyCFunction)Gate_reset, METH_NOARGS, "Start counting from zero (a forked child)."},
     {"next_ticket", (PyCFunction)Gate_next_ticket, METH_NOARGS, "Hand out one ticket."},
+    {"add_bytes", (PyCFunction)Gate_add_bytes, METH_O, "Add n (may be negative) to the bytes held."},
     {NULL},
 };
 
@@ -77,12 +93,84 @@ static int is_scalar(PyObject *value) {
            type == &PyBool_Type || value == Py_None;
 }
 
+/* The estimate of the memory a queued point holds (the same as _agent/hotpath.py's py_point_bytes):
+ * CPython's own sizes for a dict of str keys (its keys are the caller's, shared, and not counted),
+ * a float, an int and an ASCII str, so a point of scalars is counted exactly; a non-ASCII str is
+ * counted at 4 bytes a character, a list at 8 bytes a slot, plus what each holds. Whatever else
+ * (the agent's own items) counts as OTHER_BYTES. It depends on nothing that changes while the point
+ * is queued (not the UTF-8 copy the spool makes of a str), so what is added at admission is what is
+ * taken away when the point leaves. */
+#define SLOT_BYTES 8   /* the point's place in its Fifo */
+#define OTHER_BYTES 64
+
+static Py_ssize_t dict_bytes(Py_ssize_t n) {
+    if (n == 0) return 64;
+    Py_ssize_t slots = 8;
+    while (slots * 2 / 3 < n) slots *= 2;
+    Py_ssize_t index = slots <= 128 ? 1 : slots <= 0x8000 ? 2 : 4;
+    return 64 + 32 + slots * index + (slots * 2 / 3) * 16;
+}
+
+static Py_ssize_t scalar_bytes(PyObject *value) {
+    PyTypeObject *type = Py_TYPE(value);
+    if (type == &PyFloat_Type) return 24;
+    if (type == &PyLong_Type) {
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
+        if (overflow) return 40;
+        if (v >= -5 && v <= 256) return 0; /* shared small ints */
+        unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+        return u < (1ULL << 30) ? 28 : u < (1ULL << 60) ? 32 : 36;
+    }
+    if (type == &PyUnicode_Type) {
+        Py_ssize_t len = PyUnicode_GET_LENGTH(value);
+        return PyUnicode_IS_ASCII(value) ? 49 + len : 76 + 4 * len;
+    }
+    return 0; /* None, True, False */
+}
+
+static Py_ssize_t value_bytes(PyObject *value) {
+    PyTypeObject *type = Py_TYPE(value);
+    if (type == &PyList_Type || type == &PyTuple_Type) {
+        Py_ssize_t n = Py_SIZE(value), total = 56 + 8 * n;
+        PyObject **items = type == &PyList_Type ? ((PyListObject *)value)->ob_item : ((PyTupleObject *)value)->ob_item;
+        for (Py_ssize_t i = 0; i < n; i++) total += value_bytes(items[i]);
+        return total;
+    }
+    if (type == &PyDict_Type) {
+        Py_ssize_t pos = 0, total = dict_bytes(PyDict_GET_SIZE(value));
+        PyObject *key, *item;
+        while (PyDict_Next(value, &pos, &key, &item)) total += value_bytes(item);
+        return total;
+    }
+    if (value == Py_None || type == &PyBool_Type || type == &PyFloat_Type || type == &PyLong_Type ||
+        type == &PyUnicode_Type)
+        return scalar_bytes(value);
+    return OTHER_BYTES;
+}
+
+static Py_ssize_t point_bytes(PyObject *point) { return SLOT_BYTES + value_bytes(point); }
+
+static PyObject *py_point_bytes(PyObject *module, PyObject *point) { return PyLong_FromSsize_t(point_bytes(point)); }
+
+/* points_bytes(list): the sum of point_bytes over a list, in one call (the agent's take). */
+static PyObject *py_points_bytes(PyObject *module, PyObject *points) {
+    if (!PyList_Check(points)) {
+        PyErr_SetString(PyExc_TypeError, "points_bytes() takes a list");
+        return NULL;
+    }
+    Py_ssize_t total = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(points); i++) total += point_bytes(PyList_GET_ITEM(points, i));
+    return PyLong_FromSsize_t(total);
+}
+
 /* Send `fields` (a new reference, consumed) to the deque and return `done`, or return what the
  * queue's slow path admit() returns (for AsyncSession: something to await while the queue is full). */
-static PyObject *enqueue(Gate *gate, PyObject *items_append, PyObject *admit, PyObject *done, PyObject *fields) {
+static PyObject *enqueue(Gate *gate, PyObject *items_append, PyObject *admit, PyObject *done, PyObject *fields,
+                         Py_ssize_t size) {
     Py_ssize_t ticket = gate->seq++;
     PyObject *result;
-    if (ticket - gate->taken < gate->threshold) {
+    if (ticket - gate->taken < gate->threshold && gate->bytes < gate->byte_threshold) {
         result = PyObject_CallOneArg(items_append, fields);
         if (result == Py_False) { /* the spool is full: the slow path applies on_full */
             Py_DECREF(result);
@@ -90,6 +178,7 @@ static PyObject *enqueue(Gate *gate, PyObject *items_append, PyObject *admit, Py
         }
         if (result != NULL) {
             Py_DECREF(result);
+            gate->bytes += size;
             result = Py_NewRef(done);
         }
     } else {
@@ -140,7 +229,7 @@ static PyObject *TrackCore_append(TrackCore *self, PyObject *args, PyObject *kwa
         Py_INCREF(kwargs);
         fields = kwargs;
     }
-    Py_ssize_t pos = 0;
+    Py_ssize_t pos = 0, size = SLOT_BYTES + dict_bytes(PyDict_GET_SIZE(fields));
     PyObject *key, *value;
     while (PyDict_Next(fields, &pos, &key, &value)) {
         if (!is_scalar(value)) {
@@ -148,10 +237,12 @@ static PyObject *TrackCore_append(TrackCore *self, PyObject *args, PyObject *kwa
             Py_DECREF(fields);
             if (normalized == NULL) return NULL;
             fields = normalized;
+            size = point_bytes(fields);
             break;
         }
+        size += scalar_bytes(value);
     }
-    return enqueue(self->gate, self->items_append, self->admit, self->done, fields);
+    return enqueue(self->gate, self->items_append, self->admit, self->done, fields, size);
 }
 
 static int TrackCore_init(TrackCore *self, PyObject *args, PyObject *kwargs) {
@@ -294,7 +385,7 @@ static PyObject *LogCore_log(LogCore *self, PyObject *args, PyObject *kwargs) {
     Py_DECREF(timestamp);
     if (failed || PyDict_SetItem(entry, k_level, canonical) < 0 || PyDict_SetItem(entry, k_message, message) < 0)
         goto fail;
-    return enqueue(self->gate, self->items_append, self->admit, self->done, entry);
+    return enqueue(self->gate, self->items_append, self->admit, self->done, entry, point_bytes(entry));
 fail:
     Py_DECREF(entry);
     return NULL;
@@ -304,7 +395,7 @@ slow:
 
 static PyObject *LogCore_put(LogCore *self, PyObject *entry) {
     Py_INCREF(entry);
-    return enqueue(self->gate, self->items_append, self->admit, self->done, entry);
+    return enqueue(self->gate, self->items_append, self->admit, self->done, entry, point_bytes(entry));
 }
 
 static int LogCore_init(LogCore *self, PyObject *args, PyObject *kwargs) {
@@ -875,6 +966,8 @@ static PyObject *frame_lines(PyObject *module, PyObject *args) {
 
 static PyMethodDef module_methods[] = {
     {"frame_lines", frame_lines, METH_VARARGS, "Number JSONL lines as {\"index\": i, \"data\": line}."},
+    {"point_bytes", py_point_bytes, METH_O, "The estimated bytes a queued point holds."},
+    {"points_bytes", py_points_bytes, METH_O, "The sum of point_bytes over a list."},
     {NULL},
 };
 

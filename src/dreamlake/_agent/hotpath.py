@@ -21,21 +21,78 @@ from typing import Any
 
 from .._schema.values import SCALAR_TYPES
 
+_SLOT_BYTES = 8  # a point's place in its Fifo
+_OTHER_BYTES = 64
+_SHARED_INTS = range(-5, 257)
+
+
+def _dict_bytes(n: int) -> int:
+    if n == 0:
+        return 64
+    slots = 8
+    while slots * 2 // 3 < n:
+        slots *= 2
+    index = 1 if slots <= 128 else 2 if slots <= 0x8000 else 4
+    return 64 + 32 + slots * index + (slots * 2 // 3) * 16
+
+
+def _value_bytes(value: Any) -> int:
+    kind = type(value)
+    if kind is float:
+        return 24
+    if kind is int:
+        if value in _SHARED_INTS:
+            return 0
+        bits = value.bit_length()
+        return 28 if bits <= 30 else 32 if bits <= 60 else 36 if bits <= 63 or value == -(2**63) else 40
+    if kind is str:
+        return 49 + len(value) if value.isascii() else 76 + 4 * len(value)
+    if kind is list or kind is tuple:
+        return 56 + 8 * len(value) + sum(map(_value_bytes, value))
+    if kind is dict:
+        return _dict_bytes(len(value)) + sum(map(_value_bytes, value.values()))
+    return 0 if value is None or kind is bool else _OTHER_BYTES
+
+
+def py_point_bytes(point: Any) -> int:
+    """Python twin of ``_speedups.point_bytes``: the estimated memory a queued point holds.
+
+    CPython's own sizes for a dict of str keys (not counting the keys: they are the caller's), a
+    float, an int and an ASCII str, so a point of scalars is counted exactly; 4 bytes a character
+    for other strings, 8 bytes a slot for a list, plus what each holds.
+    """
+    return _SLOT_BYTES + _value_bytes(point)
+
+
+def py_points_bytes(points: list[Any]) -> int:
+    """Python twin of ``_speedups.points_bytes``."""
+    return sum(map(py_point_bytes, points))
+
 
 class PyGate:
     """Python twin of ``_speedups.Gate``."""
 
-    __slots__ = ("_seq", "taken", "threshold")
+    __slots__ = ("_bytes_lock", "_seq", "byte_threshold", "bytes", "taken", "threshold")
 
     def __init__(self) -> None:
         self._seq = itertools.count()  # next() on it is atomic under the GIL
         self.taken = 0
         self.threshold = -1
+        self.bytes = 0
+        self.byte_threshold = 2**63 - 1
+        self._bytes_lock = threading.Lock()  # += from Python is not atomic; the C twin's is
 
     def reset(self) -> None:
         """Start counting from zero (a forked child)."""
         self._seq = itertools.count()
         self.taken = 0
+        self.bytes = 0
+        self._bytes_lock = threading.Lock()
+
+    def add_bytes(self, n: int) -> None:
+        """Add ``n`` (may be negative) to the bytes held."""
+        with self._bytes_lock:
+            self.bytes += n
 
     def next_ticket(self) -> int:
         """Hand out one ticket."""
@@ -234,9 +291,14 @@ class PyTrackCore:
 def _enqueue(core: PyTrackCore | PyLogCore, fields: dict[Any, Any]) -> Any:
     gate = core._gate
     ticket = next(gate._seq)
-    if ticket - gate.taken < gate.threshold and core._items_append(fields) is not False:
+    if (
+        ticket - gate.taken < gate.threshold
+        and gate.bytes < gate.byte_threshold
+        and core._items_append(fields) is not False
+    ):
+        gate.add_bytes(py_point_bytes(fields))
         return core._done
-    return core._admit(fields, ticket)  # the queue is past its threshold, or the spool is full
+    return core._admit(fields, ticket)  # the queue is past a threshold, or the spool is full
 
 
 class PyLogCore:
@@ -275,11 +337,15 @@ try:
     from .._speedups import Ready as Ready
     from .._speedups import Spool as Spool
     from .._speedups import TrackCore as TrackCore
+    from .._speedups import point_bytes as point_bytes
+    from .._speedups import points_bytes as points_bytes
 
     COMPILED = True
 except ImportError:  # built without a C compiler: same behaviour, slower
     Fifo = PyFifo  # type: ignore[assignment,misc]
     Gate = PyGate  # type: ignore[assignment,misc]
+    point_bytes = py_point_bytes
+    points_bytes = py_points_bytes
     LogCore = PyLogCore  # type: ignore[assignment,misc]
     Ready = PyReady  # type: ignore[assignment,misc]
     Spool = PySpool  # type: ignore[assignment,misc]

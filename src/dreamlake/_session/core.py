@@ -66,6 +66,7 @@ class SessionCore(LogCore):
         metadata: dict[str, Any] | None = None,
         write_protected: bool = False,
         max_queue: int | None = None,
+        max_queue_bytes: int | None = None,
         on_full: OnFull | None = None,
         batch_size: int | None = None,
         flush_interval: float | None = None,
@@ -92,6 +93,7 @@ class SessionCore(LogCore):
         self.config = AgentConfig.resolve(
             {
                 "max_queue": max_queue,
+                "max_queue_bytes": max_queue_bytes,
                 "on_full": on_full,
                 "batch_size": batch_size,
                 "flush_interval": flush_interval,

@@ -49,6 +49,7 @@ class Session(SessionCore):
         write_protected: Make the session read-only once created: writes raise
             :class:`WriteProtectedError`. A session stored as write-protected stays so.
         max_queue: See :class:`AgentConfig`; also ``DREAMLAKE_MAX_QUEUE``.
+        max_queue_bytes: See :class:`AgentConfig`; also ``DREAMLAKE_MAX_QUEUE_BYTES``.
         on_full: See :class:`AgentConfig`; also ``DREAMLAKE_ON_FULL``.
         batch_size: See :class:`AgentConfig`; also ``DREAMLAKE_BATCH_SIZE``.
         flush_interval: See :class:`AgentConfig`; also ``DREAMLAKE_FLUSH_INTERVAL``.
