@@ -319,6 +319,9 @@ typedef struct {
     PyObject *clock;  /* time.time */
     PyObject *slow;
     PyObject *done;   /* as in TrackCore */
+    PyObject *tracks;      /* dict: name -> handle, of the names track_slow has checked */
+    PyObject *track_slow;  /* track_slow(*args, **kwargs): Session._track_slow */
+    PyObject *last_name, *last_track; /* the last hit: a loop passes the same str object each time */
 } LogCore;
 
 static PyObject *s_level, *s_message, *s_metadata, *s_info;  /* keyword names */
@@ -398,12 +401,38 @@ static PyObject *LogCore_put(LogCore *self, PyObject *entry) {
     return enqueue(self->gate, self->items_append, self->admit, self->done, entry, point_bytes(entry));
 }
 
+/* track(name, ...): the docs' `session.track(name).append(...)` in a loop. A plain str name seen before
+ * is one dict lookup; anything else (a new name, descriptive fields, another type) goes to
+ * track_slow, which checks the name and makes the handle. */
+static PyObject *LogCore_track(LogCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    if (nargs == 1 && kwnames == NULL && self->tracks != NULL && PyUnicode_CheckExact(args[0])) {
+        if (args[0] == self->last_name) return Py_NewRef(self->last_track); /* a handle never changes */
+        PyObject *track = PyDict_GetItemWithError(self->tracks, args[0]);
+        if (track != NULL) {
+            Py_XSETREF(self->last_name, Py_NewRef(args[0]));
+            Py_XSETREF(self->last_track, Py_NewRef(track));
+            return Py_NewRef(track);
+        }
+        if (PyErr_Occurred()) return NULL;
+    }
+    if (self->track_slow == NULL) {
+        PyErr_SetString(PyExc_TypeError, "this object has no tracks");
+        return NULL;
+    }
+    return PyObject_Vectorcall(self->track_slow, args, nargs, kwnames);
+}
+
 static int LogCore_init(LogCore *self, PyObject *args, PyObject *kwargs) {
-    static char *kwlist[] = {"gate", "items_append", "admit", "levels", "clock", "slow", "done", NULL};
-    PyObject *gate, *items_append, *admit, *levels, *clock, *slow, *done = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!OOO!OO|O", kwlist, &GateType, &gate, &items_append,
-                                     &admit, &PyDict_Type, &levels, &clock, &slow, &done))
+    static char *kwlist[] = {"gate", "items_append", "admit", "levels", "clock", "slow", "done", "tracks",
+                             "track_slow", NULL};
+    PyObject *gate, *items_append, *admit, *levels, *clock, *slow, *done = Py_None, *tracks = NULL,
+             *track_slow = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!OOO!OO|OO!O", kwlist, &GateType, &gate, &items_append,
+                                     &admit, &PyDict_Type, &levels, &clock, &slow, &done, &PyDict_Type,
+                                     &tracks, &track_slow))
         return -1;
+    Py_XSETREF(self->tracks, Py_XNewRef(tracks));
+    Py_XSETREF(self->track_slow, Py_XNewRef(track_slow));
     Py_XSETREF(self->gate, (Gate *)Py_NewRef(gate));
     Py_XSETREF(self->items_append, Py_NewRef(items_append));
     Py_XSETREF(self->admit, Py_NewRef(admit));
@@ -422,6 +451,9 @@ static int LogCore_traverse(LogCore *self, visitproc visit, void *arg) {
     Py_VISIT(self->clock);
     Py_VISIT(self->slow);
     Py_VISIT(self->done);
+    Py_VISIT(self->tracks);
+    Py_VISIT(self->track_slow);
+    Py_VISIT(self->last_track);
     return 0;
 }
 
@@ -433,6 +465,10 @@ static int LogCore_clear(LogCore *self) {
     Py_CLEAR(self->clock);
     Py_CLEAR(self->slow);
     Py_CLEAR(self->done);
+    Py_CLEAR(self->tracks);
+    Py_CLEAR(self->track_slow);
+    Py_CLEAR(self->last_name);
+    Py_CLEAR(self->last_track);
     return 0;
 }
 
@@ -447,13 +483,17 @@ static PyMethodDef LogCore_methods[] = {
      "log(message=None, level='info', metadata=None, **extra)\n--\n\n"
      "Queue a log entry (fire-and-forget, like Track.append), or return a builder without message."},
     {"_log_put", (PyCFunction)LogCore_put, METH_O, "Queue a ready entry (the slow path's end)."},
+    {"track", (PyCFunction)(void (*)(void))LogCore_track, METH_FASTCALL | METH_KEYWORDS,
+     "track(name, *, description=None, tags=None, metadata=None)\n--\n\n"
+     "Return the handle of track name (cheap: a name seen before is one dict lookup); descriptive "
+     "fields given here are stored with it."},
     {NULL},
 };
 
 static PyTypeObject LogCoreType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "dreamlake._speedups.LogCore",
-    .tp_doc = "The hot path of Session.log.",
+    .tp_doc = "The hot paths of a session: Session.log and Session.track.",
     .tp_basicsize = sizeof(LogCore),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,

@@ -65,6 +65,8 @@ class LogCore:
         clock: Callable[[], float],
         slow: Callable[..., Any],
         done: Any = None,
+        tracks: dict[str, Any] | None = None,
+        track_slow: Callable[..., Any] | None = None,
     ) -> None: ...
     def log(
         self,

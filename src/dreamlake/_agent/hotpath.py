@@ -302,9 +302,9 @@ def _enqueue(core: PyTrackCore | PyLogCore, fields: dict[Any, Any]) -> Any:
 
 
 class PyLogCore:
-    """Python twin of ``_speedups.LogCore``: every call takes the slow path, ``Session._log_slow``."""
+    """Python twin of ``_speedups.LogCore``: every ``log`` takes the slow path, ``Session._log_slow``."""
 
-    __slots__ = ("_admit", "_done", "_gate", "_items_append", "_slow")
+    __slots__ = ("_admit", "_done", "_gate", "_items_append", "_slow", "_track_slow", "_tracks")
 
     def __init__(
         self,
@@ -315,12 +315,26 @@ class PyLogCore:
         clock: Callable[[], float],
         slow: Callable[..., Any],
         done: Any = None,
+        tracks: dict[str, Any] | None = None,
+        track_slow: Callable[..., Any] | None = None,
     ) -> None:
         self._gate = gate
         self._items_append = items_append
         self._admit = admit
         self._slow = slow
         self._done = done
+        self._tracks = tracks
+        self._track_slow = track_slow
+
+    def track(self, *args: Any, **kwargs: Any) -> Any:
+        """Return the handle of a track: a str name seen before from ``tracks``, else ``track_slow``."""
+        if len(args) == 1 and not kwargs and type(args[0]) is str and self._tracks is not None:
+            track = self._tracks.get(args[0])
+            if track is not None:
+                return track
+        if self._track_slow is None:
+            raise TypeError("this object has no tracks")
+        return self._track_slow(*args, **kwargs)
 
     def log(self, *args: Any, **kwargs: Any) -> Any:
         """Queue a log entry, or return a builder without message."""

@@ -115,6 +115,8 @@ class SessionCore(LogCore):
         self._queue = PointQueue(self.config)
         self._queue.refusal = self._refusal
         self._buffers: dict[str, TrackBuffer] = {}
+        # The handles by name: ``track(name)`` of a name seen before is a lookup here, in C.
+        self._tracks: dict[str, Any] = {}
         logs = self._queue.logs
         super().__init__(
             self._queue.gate,
@@ -124,6 +126,8 @@ class SessionCore(LogCore):
             time.time,
             self._log_slow,
             READY if self._ASYNC else None,
+            self._tracks,
+            self._track_slow,
         )
         self._setup()
 
@@ -208,6 +212,18 @@ class SessionCore(LogCore):
         self.write_protected = sink.write_protected
         if not self.write_protected:
             self._queue.open()
+
+    def _track_slow(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Any:
+        """Make (or update) the handle of track ``name``; ``track()`` calls it for what its fast path
+        does not take: a new name, descriptive fields, a name that is not a plain str."""
+        raise NotImplementedError
 
     def _track_buffer(
         self,
