@@ -18,6 +18,8 @@ from dreamlake import QueueFullError, Session
 from dreamlake._agent.hotpath import point_bytes
 from dreamlake.testing import stalled
 
+from .sinks import GatedSink, install
+
 FLOATS = 10_000
 HEAVY = point_bytes({"step": 1000, "values": [0.5] * FLOATS})  # ~320 kB each
 BOUND = 10 * HEAVY + HEAVY // 2  # room for ten heavy points and a half
@@ -47,9 +49,11 @@ def steps_on_disk(session: Session) -> list[int]:
 
 
 def test_the_estimate_counts_heavy_points_by_their_size() -> None:
-    assert point_bytes({"values": [0.5] * FLOATS}) > 24 * FLOATS  # a float object per item
-    assert point_bytes({"a": 0.5, "b": 1000}) == 8 + sys.getsizeof({"a": 0.5, "b": 1000}) + 24 + 28
-    assert point_bytes({"s": "x" * 1000}) - point_bytes({"s": ""}) == 1000
+    assert point_bytes({"values": [0.5] * FLOATS}) > 41 * FLOATS  # a slot and a float object per item
+    # Its Fifo slot, the dict (64 bytes, then a 120-byte table in 128-byte blocks), a float and an int.
+    assert sys.getsizeof({"a": 0.5, "b": 1000}) == 64 + 120
+    assert point_bytes({"a": 0.5, "b": 1000}) == 8 + 64 + 128 + 32 + 32
+    assert point_bytes({"s": "x" * 1000}) - point_bytes({"s": ""}) == 992  # 1049 and 49 in blocks
 
 
 @pytest.mark.timeout(60)
@@ -90,20 +94,37 @@ def test_drop_newest_keeps_the_bytes_bounded(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_drop_oldest_makes_room_for_a_heavy_point_with_small_ones(tmp_path: Path) -> None:
-    with stalled() as release:
-        s = make(tmp_path, "drop_oldest")
+def test_drop_oldest_makes_room_for_a_heavy_point_with_small_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    GatedSink.gate.clear()
+    GatedSink.entered.clear()
+    install(monkeypatch, GatedSink)
+    try:
+        s = Session("heavy", "w", local_path=tmp_path, max_queue_bytes=BOUND, on_full="drop_oldest",
+                    flush_interval=3600.0).open()
         track = s.track("t")
         small = point_bytes({"step": 1000})
+        count = BOUND // small + 100
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            for step in range(BOUND // small + 100):  # fills the bytes with small points
+            step = 0
+            while not GatedSink.entered.is_set():  # until the agent holds a first batch in flight
                 track.append(step=step)
+                step += 1
+                if step % 1000 == 0:
+                    GatedSink.entered.wait(0.001)  # let the agent's thread run
+            for later in range(step, count):  # the rest stays queued: droppable
+                track.append(step=later)
             assert s._queue.held_bytes < BOUND + small
+            dropped = s.agent_stats()["dropped"]
             track.append(**heavy(10**6))  # costs the place of many small ones, not one
-        assert s._queue.held_bytes < BOUND + HEAVY
-        release.set()
+        assert s.agent_stats()["dropped"] - dropped >= HEAVY // small
+        assert s._queue.held_bytes <= BOUND
+        GatedSink.gate.set()
         s.close()
+    finally:
+        GatedSink.gate.set()
     path = s.path / "tracks" / "t" / "data.jsonl"
     last = json.loads(path.read_text().splitlines()[-1])["data"]
     assert last["step"] == 10**6

@@ -94,37 +94,38 @@ static int is_scalar(PyObject *value) {
 }
 
 /* The estimate of the memory a queued point holds (the same as _agent/hotpath.py's py_point_bytes):
- * CPython's own sizes for a dict of str keys (its keys are the caller's, shared, and not counted),
- * a float, an int and an ASCII str, so a point of scalars is counted exactly; a non-ASCII str is
- * counted at 4 bytes a character, a list at 8 bytes a slot, plus what each holds. Whatever else
- * (the agent's own items) counts as OTHER_BYTES. It depends on nothing that changes while the point
- * is queued (not the UTF-8 copy the spool makes of a str), so what is added at admission is what is
- * taken away when the point leaves. */
+ * CPython's own sizes, rounded up to the allocator's 16-byte blocks, for a dict of str keys (its keys
+ * are the caller's, shared, and not counted), a float, an int and an ASCII str, so a point of scalars
+ * is counted exactly; a non-ASCII str at 4 bytes a character, a list at 9 bytes a slot (a list built
+ * by appending has ~1/8 spare), plus what each holds. Whatever else (the agent's own items) counts as
+ * OTHER_BYTES. It depends on nothing that changes while the point is queued (not the UTF-8 copy the
+ * spool makes of a str), so what is added at admission is what is taken away when the point leaves. */
 #define SLOT_BYTES 8   /* the point's place in its Fifo */
 #define OTHER_BYTES 64
+#define BLOCK(n) (((n) + 15) & ~(Py_ssize_t)15)
 
 static Py_ssize_t dict_bytes(Py_ssize_t n) {
     if (n == 0) return 64;
     Py_ssize_t slots = 8;
     while (slots * 2 / 3 < n) slots *= 2;
     Py_ssize_t index = slots <= 128 ? 1 : slots <= 0x8000 ? 2 : 4;
-    return 64 + 32 + slots * index + (slots * 2 / 3) * 16;
+    return 64 + BLOCK(32 + slots * index + (slots * 2 / 3) * 16); /* the dict, then its table */
 }
 
 static Py_ssize_t scalar_bytes(PyObject *value) {
     PyTypeObject *type = Py_TYPE(value);
-    if (type == &PyFloat_Type) return 24;
+    if (type == &PyFloat_Type) return 32;
     if (type == &PyLong_Type) {
         int overflow;
         long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
-        if (overflow) return 40;
+        if (overflow) return 48;
         if (v >= -5 && v <= 256) return 0; /* shared small ints */
         unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
-        return u < (1ULL << 30) ? 28 : u < (1ULL << 60) ? 32 : 36;
+        return u < (1ULL << 60) ? 32 : 48;
     }
     if (type == &PyUnicode_Type) {
         Py_ssize_t len = PyUnicode_GET_LENGTH(value);
-        return PyUnicode_IS_ASCII(value) ? 49 + len : 76 + 4 * len;
+        return BLOCK(PyUnicode_IS_ASCII(value) ? 49 + len : 76 + 4 * len);
     }
     return 0; /* None, True, False */
 }
@@ -132,7 +133,7 @@ static Py_ssize_t scalar_bytes(PyObject *value) {
 static Py_ssize_t value_bytes(PyObject *value) {
     PyTypeObject *type = Py_TYPE(value);
     if (type == &PyList_Type || type == &PyTuple_Type) {
-        Py_ssize_t n = Py_SIZE(value), total = 56 + 8 * n;
+        Py_ssize_t n = Py_SIZE(value), total = 64 + BLOCK(9 * n);
         PyObject **items = type == &PyList_Type ? ((PyListObject *)value)->ob_item : ((PyTupleObject *)value)->ob_item;
         for (Py_ssize_t i = 0; i < n; i++) total += value_bytes(items[i]);
         return total;

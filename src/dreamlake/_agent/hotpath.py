@@ -26,6 +26,11 @@ _OTHER_BYTES = 64
 _SHARED_INTS = range(-5, 257)
 
 
+def _block(n: int) -> int:
+    """``n`` bytes rounded up to the allocator's 16-byte blocks."""
+    return (n + 15) & ~15
+
+
 def _dict_bytes(n: int) -> int:
     if n == 0:
         return 64
@@ -33,22 +38,21 @@ def _dict_bytes(n: int) -> int:
     while slots * 2 // 3 < n:
         slots *= 2
     index = 1 if slots <= 128 else 2 if slots <= 0x8000 else 4
-    return 64 + 32 + slots * index + (slots * 2 // 3) * 16
+    return 64 + _block(32 + slots * index + (slots * 2 // 3) * 16)  # the dict, then its table
 
 
 def _value_bytes(value: Any) -> int:
     kind = type(value)
     if kind is float:
-        return 24
+        return 32
     if kind is int:
         if value in _SHARED_INTS:
             return 0
-        bits = value.bit_length()
-        return 28 if bits <= 30 else 32 if bits <= 60 else 36 if bits <= 63 or value == -(2**63) else 40
+        return 32 if -(2**60) < value < 2**60 else 48
     if kind is str:
-        return 49 + len(value) if value.isascii() else 76 + 4 * len(value)
+        return _block(49 + len(value) if value.isascii() else 76 + 4 * len(value))
     if kind is list or kind is tuple:
-        return 56 + 8 * len(value) + sum(map(_value_bytes, value))
+        return 64 + _block(9 * len(value)) + sum(map(_value_bytes, value))
     if kind is dict:
         return _dict_bytes(len(value)) + sum(map(_value_bytes, value.values()))
     return 0 if value is None or kind is bool else _OTHER_BYTES
@@ -57,9 +61,10 @@ def _value_bytes(value: Any) -> int:
 def py_point_bytes(point: Any) -> int:
     """Python twin of ``_speedups.point_bytes``: the estimated memory a queued point holds.
 
-    CPython's own sizes for a dict of str keys (not counting the keys: they are the caller's), a
-    float, an int and an ASCII str, so a point of scalars is counted exactly; 4 bytes a character
-    for other strings, 8 bytes a slot for a list, plus what each holds.
+    CPython's own sizes, rounded up to the allocator's 16-byte blocks, for a dict of str keys (not
+    counting the keys: they are the caller's), a float, an int and an ASCII str, so a point of
+    scalars is counted exactly; 4 bytes a character for other strings, 9 bytes a slot for a list
+    (a list built by appending has ~1/8 spare), plus what each holds.
     """
     return _SLOT_BYTES + _value_bytes(point)
 

@@ -277,13 +277,14 @@ class PointQueue:
         with self._lock:
             # Dropping a queued point frees no room in the spool: with it full, drop the new one.
             if policy == "drop_oldest" and not spool_full and self._drop_oldest(buffer):
-                # A heavy point may need the bytes of several old ones.
-                while self.gate.bytes >= self.config.max_queue_bytes and self._drop_oldest(buffer):
+                # A heavy point takes the room of as many old ones as it needs.
+                size = point_bytes(fields)
+                while self.gate.bytes + size > self.config.max_queue_bytes and self._drop_oldest(buffer):
                     self.dropped += 1
                     self.gate.taken += 1
                 if buffer.items.append(fields) is False:  # the spool filled meanwhile
                     buffer.items.push(fields)
-                self.gate.add_bytes(point_bytes(fields))
+                self.gate.add_bytes(size)
             self.dropped += 1
             self.gate.taken += 1
         self._warn_drop(spool_full)
