@@ -10,7 +10,7 @@ import pytest
 
 from dreamlake import Session
 from dreamlake._disk import sweep
-from dreamlake._disk.sweep import LEFTOVER_AGE, sweep_leftovers
+from dreamlake._disk.sweep import LEFTOVER_AGE, sweep_leftovers, sweep_track
 
 LEFTOVERS = [
     ".session.json.4242.139871.tmp",
@@ -35,6 +35,7 @@ def make_session(root: Path) -> Session:
     s = Session("run", "ws", local_path=root).open()
     for step in range(5):
         s.track("loss").append(step=step)
+        s.track("train/acc").append(step=step)
     s.parameters().set(lr=0.1)
     source = root / ".user.part"  # a real file whose name looks like a leftover
     source.write_bytes(b"data the user saved")
@@ -55,9 +56,12 @@ def test_old_leftovers_go_and_fresh_ones_stay(tmp_path: Path) -> None:
     s = make_session(tmp_path)
     real = snapshot(s.path)
     leftovers = make_leftovers(s.path)
+    tracks = [s.path / "tracks" / "loss", s.path / "tracks" / "train%2Facc"]
     assert sweep_leftovers(s.path) == []  # fresh: a live writer may own them
+    assert [sweep_track(t) for t in tracks] == [[], []]
     assert all(p.exists() for p in leftovers)
     gone = sweep_leftovers(s.path, age=-LEFTOVER_AGE)  # as seen an hour from now
+    gone += [p for t in tracks for p in sweep_track(t, age=-LEFTOVER_AGE)]
     assert sorted(gone) == sorted(leftovers)
     assert not any(p.exists() for p in leftovers)
     assert snapshot(s.path) == real  # data, metadata and the saved '.user.part' untouched
@@ -81,7 +85,8 @@ def test_opening_a_session_sweeps_its_old_leftovers(tmp_path: Path, monkeypatch:
     assert all(p.exists() for p in leftovers)  # fresh
     monkeypatch.setattr(sweep, "_clock", lambda: time.time() + 2 * LEFTOVER_AGE)
     with Session("run", "ws", local_path=tmp_path) as again:
-        assert again.track("loss").read()["total"] == 5
+        assert again.track("loss").read()["total"] == 5  # a track's own leftovers go at first use
+        assert again.track("train/acc").read()["total"] == 5
     assert not any(p.exists() for p in leftovers)
     after = snapshot(s.path)
     assert after.keys() == real.keys()

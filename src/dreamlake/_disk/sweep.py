@@ -30,13 +30,12 @@ _clock = time.time
 
 
 def sweep_leftovers(directory: Path, age: float = LEFTOVER_AGE) -> list[Path]:
-    """Remove the leftovers in session directory ``directory`` unchanged for ``age`` seconds;
-    return what was removed. Best effort: a file that cannot be removed (or is gone) is skipped."""
+    """Remove the leftovers in session directory ``directory`` (but not in its tracks: see
+    :func:`sweep_track`) unchanged for ``age`` seconds; return what was removed. Best effort: a file
+    that cannot be removed (or is gone) is skipped."""
     cutoff = _clock() - age
     removed: list[Path] = []
     for sub in (directory, directory / "logs", directory / "files"):
-        removed += _sweep(sub, _ATOMIC_TMP, cutoff)
-    for sub in _subdirectories(directory / "tracks"):
         removed += _sweep(sub, _ATOMIC_TMP, cutoff)
     # A saved file may itself be named '.x.part': what the index names is data, never a leftover.
     index = read_json(directory / "files" / ".files_metadata.json") or {}
@@ -47,6 +46,12 @@ def sweep_leftovers(directory: Path, age: float = LEFTOVER_AGE) -> list[Path]:
     for sub in _subdirectories(directory / "files"):
         removed += _sweep(sub, _PART, cutoff, keep=saved.get(sub.name))
     return removed
+
+
+def sweep_track(directory: Path, age: float = LEFTOVER_AGE) -> list[Path]:
+    """Remove the leftovers in track directory ``directory``. Called when a process first uses the
+    track, not at open: a scan of 10,000 track directories at open took ~300 ms."""
+    return _sweep(directory, _ATOMIC_TMP, _clock() - age)
 
 
 def _subdirectories(directory: Path) -> list[Path]:
