@@ -36,9 +36,10 @@ Methods
 
 1b. Call styles: the docs' ``s.track("loss").append(value=0.5, step=i)`` (a lookup per call), a kept
    handle ``t.append(value=0.5, step=i)`` and the bare loop, as mean blocks of ``--block`` calls per
-   side and round, the three sides rotated from round to round; the ratios (seed-style / handle, and
+   side and round; the ratios (seed-style / handle, and
    each / bare) are taken within each round, the median over rounds reported. Bar: seed-style /
-   handle <= 1.2. ``--append-only`` runs sections 1 and 1b and nothing else.
+   handle <= 1.2. Each round's blocks are cut in 10 slices, the sides alternating slice by slice (the
+   machine's speed swings within a second). ``--append-only`` runs sections 1 and 1b and nothing else.
 
 2. End to end: ``--points`` (default 1,000,000) appends with the default agent options, timed from the
    first ``append`` until ``close()`` returns, in a fresh subprocess; then ``data.jsonl`` is checked
@@ -289,6 +290,9 @@ def bench_append(
     }
 
 
+STYLE_SLICES = 10  # per round and side: the machine's speed swings within a second
+
+
 def seed_block(session: Session, n: int) -> int:
     start = perf_counter_ns()
     for i in range(n):
@@ -305,21 +309,26 @@ def bench_call_styles(root: Path, rounds: int, block: int) -> dict[str, Any]:
     means: dict[str, list[float]] = {side: [] for side in sides}
     with session:
         track = session.track(TRACK)
+        piece = max(1, block // STYLE_SLICES)
         for r in range(-1, rounds):  # round -1 is a warm-up, discarded
-            elapsed: dict[str, int] = {}
-            for k in range(3):
-                side = sides[(r + k) % 3]
-                gc.collect()
-                if side == "bare":
-                    lst: list[dict[str, Any]] = []
-                    elapsed[side] = bare_block(lst, block)
-                    del lst
-                else:
-                    elapsed[side] = seed_block(session, block) if side == "seed" else dl_block(track, block)
-                    session.flush()  # the agent writes between blocks, never during one
+            elapsed = dict.fromkeys(sides, 0)
+            for j in range(STYLE_SLICES):  # the three sides alternate within the round
+                for k in range(3):
+                    side = sides[(r + j + k) % 3]
+                    gc.collect()
+                    if side == "bare":
+                        lst: list[dict[str, Any]] = []
+                        elapsed[side] += bare_block(lst, piece)
+                        del lst
+                    elif side == "seed":
+                        elapsed[side] += seed_block(session, piece)
+                        session.flush()  # the agent writes between blocks, never during one
+                    else:
+                        elapsed[side] += dl_block(track, piece)
+                        session.flush()  # the agent writes between blocks, never during one
             if r >= 0:
                 for side in sides:
-                    means[side].append(elapsed[side] / block)
+                    means[side].append(elapsed[side] / (piece * STYLE_SLICES))
     ratios = {
         "seed/handle": [a / b for a, b in zip(means["seed"], means["handle"], strict=True)],
         "seed/bare": [a / b for a, b in zip(means["seed"], means["bare"], strict=True)],
