@@ -137,9 +137,13 @@ class SessionDir:
                     (directory / f).exists() for f in ("metadata.json", "data.jsonl")
                 ):
                     return None
-                directory.mkdir(parents=True, exist_ok=True)
-                if not self.write_protected:
-                    sweep_track(directory)
+                try:
+                    directory.mkdir(parents=True)
+                except FileExistsError:
+                    # Only a directory that was there before can hold a crashed writer's leftovers;
+                    # a wide session's new tracks skip the scan.
+                    if not self.write_protected:
+                        sweep_track(directory)
                 track = self._tracks[name] = _Track(name, directory, self._fsync)
             return track
 
