@@ -34,6 +34,13 @@ Methods
      as "timer overhead") is included identically on both sides. The figure is the median over rounds
      of each round's p99 (nearest rank). The bar is absolute: p99 < 10 us.
 
+1b. Call styles: the docs' ``s.track("loss").append(value=0.5, step=i)`` (a lookup per call), a kept
+   handle ``t.append(value=0.5, step=i)`` and the bare loop, as mean blocks of ``--block`` calls per
+   side and round; the ratios (seed-style / handle, and
+   each / bare) are taken within each round, the median over rounds reported. Bar: seed-style /
+   handle <= 1.2. Each round's blocks are cut in 10 slices, the sides alternating slice by slice (the
+   machine's speed swings within a second). ``--append-only`` runs sections 1 and 1b and nothing else.
+
 2. End to end: ``--points`` (default 1,000,000) appends with the default agent options, timed from the
    first ``append`` until ``close()`` returns, in a fresh subprocess; then ``data.jsonl`` is checked
    (number of newlines == N, last line has index N-1 and the right data). Baseline: the bare loop of
@@ -280,6 +287,59 @@ def bench_append(
         "per_round_p99_ns": p99s,
         "agent_flushes": stats["flushes"],
         "explicit_flushes": flushes,
+    }
+
+
+STYLE_SLICES = 10  # per round and side: the machine's speed swings within a second
+
+
+def seed_block(session: Session, n: int) -> int:
+    start = perf_counter_ns()
+    for i in range(n):
+        session.track(TRACK).append(value=0.5, step=i)
+    return perf_counter_ns() - start
+
+
+def bench_call_styles(root: Path, rounds: int, block: int) -> dict[str, Any]:
+    """Section 1b; see the module docstring."""
+    session = Session(
+        "styles", WORKSPACE, local_path=root, batch_size=2 * block, max_queue=2 * block, flush_interval=3600.0
+    )
+    sides = ("seed", "handle", "bare")
+    means: dict[str, list[float]] = {side: [] for side in sides}
+    with session:
+        track = session.track(TRACK)
+        piece = max(1, block // STYLE_SLICES)
+        for r in range(-1, rounds):  # round -1 is a warm-up, discarded
+            elapsed = dict.fromkeys(sides, 0)
+            for j in range(STYLE_SLICES):  # the three sides alternate within the round
+                for k in range(3):
+                    side = sides[(r + j + k) % 3]
+                    gc.collect()
+                    if side == "bare":
+                        lst: list[dict[str, Any]] = []
+                        elapsed[side] += bare_block(lst, piece)
+                        del lst
+                    elif side == "seed":
+                        elapsed[side] += seed_block(session, piece)
+                        session.flush()  # the agent writes between blocks, never during one
+                    else:
+                        elapsed[side] += dl_block(track, piece)
+                        session.flush()  # the agent writes between blocks, never during one
+            if r >= 0:
+                for side in sides:
+                    means[side].append(elapsed[side] / (piece * STYLE_SLICES))
+    ratios = {
+        "seed/handle": [a / b for a, b in zip(means["seed"], means["handle"], strict=True)],
+        "seed/bare": [a / b for a, b in zip(means["seed"], means["bare"], strict=True)],
+        "handle/bare": [a / b for a, b in zip(means["handle"], means["bare"], strict=True)],
+    }
+    return {
+        "rounds": rounds,
+        "block": block,
+        "mean_ns": {side: statistics.median(v) for side, v in means.items()},
+        "ratio": {name: statistics.median(v) for name, v in ratios.items()},
+        "per_round_ratio": ratios,
     }
 
 
@@ -633,6 +693,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--stall-points", type=int, default=None, help="stalled-sink appends (default 2M)")
     parser.add_argument("--stall-max-queue", type=int, default=None, help="stalled max_queue (200,000)")
     parser.add_argument("--kill9-trials", type=int, default=3, help="kill -9 burst trials (default 3)")
+    parser.add_argument("--append-only", action="store_true", help="only sections 1 and 1b (append cost)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--child-dir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -693,6 +754,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             tmp / "append", args.rounds, args.block, args.per_call, args.slices, spool=False
         )
         shutil.rmtree(tmp / "append", ignore_errors=True)
+        step(f"call styles: track(name).append vs a kept handle vs the bare loop: {args.rounds} rounds")
+        results["styles"] = bench_call_styles(tmp / "styles", args.rounds, args.block)
+        shutil.rmtree(tmp / "styles", ignore_errors=True)
+        if args.append_only:
+            step("")
+            rows = append_rows(results)
+            print()
+            print(markdown(rows))
+            print(f"\nappend ratios per round: {fmt(results['append']['per_round_mean_ratio'], 2)}; "
+                  f"seed/handle per round: {fmt(results['styles']['per_round_ratio']['seed/handle'], 2)}")
+            return 0
 
         step(f"end to end and peak RSS: {args.e2e_runs} x {args.points:,} points (subprocesses)")
         e2e: list[dict[str, Any]] = []
@@ -747,7 +819,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if args.check and failed else 0
 
 
-def build_rows(args: argparse.Namespace, results: dict[str, Any]) -> list[Row]:
+def append_rows(results: dict[str, Any]) -> list[Row]:
+    """The rows of sections 1 and 1b."""
     rows: list[Row] = []
     ap = results["append"]
     mean_dl, mean_base = ap["mean_ns"]["dreamlake"], ap["mean_ns"]["baseline"]
@@ -759,6 +832,19 @@ def build_rows(args: argparse.Namespace, results: dict[str, Any]) -> list[Row]:
     off = results["append_unspooled"]
     rows.append(row("append() mean per call, spool=False", ns(off["mean_ns"]["dreamlake"]),
                     ns(off["mean_ns"]["baseline"]), off["mean_ratio"], "info", None))
+    st = results["styles"]
+    rows.append(row("session.track(name).append(...) vs kept handle", ns(st["mean_ns"]["seed"]),
+                    ns(st["mean_ns"]["handle"]), st["ratio"]["seed/handle"], "ratio <= 1.2",
+                    st["ratio"]["seed/handle"] <= 1.2))
+    rows.append(row("session.track(name).append(...) vs bare loop", ns(st["mean_ns"]["seed"]),
+                    ns(st["mean_ns"]["bare"]), st["ratio"]["seed/bare"], "info", None))
+    rows.append(row("kept handle vs bare loop (same rounds)", ns(st["mean_ns"]["handle"]),
+                    ns(st["mean_ns"]["bare"]), st["ratio"]["handle/bare"], "info", None))
+    return rows
+
+
+def build_rows(args: argparse.Namespace, results: dict[str, Any]) -> list[Row]:
+    rows = append_rows(results)
 
     n = args.points
     e2e_s = statistics.median(r["seconds"] for r in results["e2e"]["runs"])

@@ -180,3 +180,37 @@ def test_the_queue_of_a_track_is_invisible_to_the_gc() -> None:
     fifo = _hotpath.Fifo()
     fifo.append({"a": 1})
     assert not gc.is_tracked(fifo)
+
+
+def test_fast_path_counts_bytes_and_stops_at_the_byte_threshold(core: Any) -> None:
+    gate, handle, items, admitted = core
+    gate.threshold = 100
+    gate.byte_threshold = 2_000
+    handle.append(value=0.5, step=1000)
+    handle.append(values=[0.5] * 100)  # normalized; ~3 kB: past the threshold afterwards
+    assert gate.bytes == sum(_hotpath.py_point_bytes(p) for p in items)
+    handle.append(step=3)  # below the ticket threshold, but not below the byte one
+    assert admitted == [({"step": 3}, 2)]
+    gate.add_bytes(-gate.bytes)
+    handle.append(step=4)
+    assert items[-1] == {"step": 4}
+    gate.reset()
+    assert gate.bytes == 0
+
+
+POINTS_TO_ESTIMATE = [
+    {},
+    {"a": 0.5, "b": 3, "c": 1000, "d": 2**40, "e": 2**62, "f": -(2**63), "g": 2**70, "h": True, "i": None},
+    {"ascii": "x" * 100, "other": "é" * 10, "wide": "😀"},
+    {"v": [0.5] * 1000, "n": {"x": [1, 2, {"y": "z"}]}},
+    {f"k{i}": i * 1000 for i in range(40)},
+    {0: 1.0, 1: "info", 2: "message"},  # a queued log entry
+    {"other": object()},
+]
+
+
+def test_the_byte_estimate_of_c_and_its_twin_agree() -> None:
+    assert _hotpath.COMPILED  # as in test_the_c_hot_path_is_built
+    for point in POINTS_TO_ESTIMATE:
+        assert _speedups.point_bytes(point) == _hotpath.py_point_bytes(point), point
+    assert _speedups.points_bytes(POINTS_TO_ESTIMATE) == _hotpath.py_points_bytes(POINTS_TO_ESTIMATE)

@@ -26,6 +26,11 @@ class AgentConfig:
 
     Attributes:
         max_queue: Most points (and log entries) held in memory, queued or being written.
+        max_queue_bytes: Most bytes those points hold, as estimated when each is appended
+            (CPython's own sizes: exact for a point of numbers and ASCII strings, proportional for
+            other strings, lists and nested dicts). ``on_full`` applies when either bound is
+            reached; a point is admitted while the bytes held are below the bound, so they exceed
+            it by at most one point.
         on_full: What ``append`` does when the queue is full: ``"block"`` waits for room,
             ``"drop_oldest"``/``"drop_newest"`` discard a point (counted and warned about),
             ``"raise"`` raises :class:`QueueFullError`.
@@ -47,6 +52,8 @@ class AgentConfig:
     """
 
     max_queue: int = 500_000
+    # Twice what max_queue scalar points hold (~250 bytes each): they meet max_queue first.
+    max_queue_bytes: int = 256 * 1024**2
     on_full: OnFull = "block"
     batch_size: int = 50_000
     flush_interval: float = 1.0
@@ -63,7 +70,7 @@ class AgentConfig:
             )
         if not isinstance(self.spool, bool):
             raise ConfigError(f"spool must be True or False, got {self.spool!r}")
-        for name in ("max_queue", "batch_size"):
+        for name in ("max_queue", "max_queue_bytes", "batch_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be a positive int, got {value!r}")
@@ -75,6 +82,12 @@ class AgentConfig:
             raise ConfigError(
                 f"batch_size ({self.batch_size}) cannot exceed max_queue ({self.max_queue})"
             )
+
+    @property
+    def batch_bytes(self) -> int:
+        """Bytes held that wake the agent early: the same share of ``max_queue_bytes`` as
+        ``batch_size`` is of ``max_queue``."""
+        return max(1, self.max_queue_bytes * self.batch_size // self.max_queue)
 
     @classmethod
     def resolve(

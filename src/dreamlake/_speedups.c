@@ -14,14 +14,25 @@
 
 typedef struct {
     PyObject_HEAD
-    Py_ssize_t seq;       /* tickets handed out */
-    Py_ssize_t taken;     /* points that left memory (written, dropped or refused) */
-    Py_ssize_t threshold; /* below it, ticket - taken goes straight to the deque */
+    Py_ssize_t seq;            /* tickets handed out */
+    Py_ssize_t taken;          /* points that left memory (written, dropped or refused) */
+    Py_ssize_t threshold;      /* below it, ticket - taken goes straight to the deque */
+    Py_ssize_t bytes;          /* estimated bytes held (see point_bytes), queued or being written */
+    Py_ssize_t byte_threshold; /* ... and below this, too */
 } Gate;
 
 static PyObject *Gate_reset(Gate *self, PyObject *Py_UNUSED(ignored)) {
     self->seq = 0;
     self->taken = 0;
+    self->bytes = 0;
+    Py_RETURN_NONE;
+}
+
+/* add_bytes(n): a C call, so that it is atomic under the GIL against the hot path's own += */
+static PyObject *Gate_add_bytes(Gate *self, PyObject *arg) {
+    Py_ssize_t n = PyLong_AsSsize_t(arg);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    self->bytes += n;
     Py_RETURN_NONE;
 }
 
@@ -35,18 +46,23 @@ static int Gate_init(Gate *self, PyObject *args, PyObject *kwargs) {
     self->seq = 0;
     self->taken = 0;
     self->threshold = -1;
+    self->bytes = 0;
+    self->byte_threshold = PY_SSIZE_T_MAX;
     return 0;
 }
 
 static PyMemberDef Gate_members[] = {
     {"taken", T_PYSSIZET, offsetof(Gate, taken), 0, "points that left memory"},
     {"threshold", T_PYSSIZET, offsetof(Gate, threshold), 0, "fast-path bound on ticket - taken"},
+    {"bytes", T_PYSSIZET, offsetof(Gate, bytes), READONLY, "estimated bytes held"},
+    {"byte_threshold", T_PYSSIZET, offsetof(Gate, byte_threshold), 0, "fast-path bound on bytes"},
     {NULL},
 };
 
 static PyMethodDef Gate_methods[] = {
     {"reset", (PyCFunction)Gate_reset, METH_NOARGS, "Start counting from zero (a forked child)."},
     {"next_ticket", (PyCFunction)Gate_next_ticket, METH_NOARGS, "Hand out one ticket."},
+    {"add_bytes", (PyCFunction)Gate_add_bytes, METH_O, "Add n (may be negative) to the bytes held."},
     {NULL},
 };
 
@@ -77,12 +93,85 @@ static int is_scalar(PyObject *value) {
            type == &PyBool_Type || value == Py_None;
 }
 
+/* The estimate of the memory a queued point holds (the same as _agent/hotpath.py's py_point_bytes):
+ * CPython's own sizes, rounded up to the allocator's 16-byte blocks, for a dict of str keys (its keys
+ * are the caller's, shared, and not counted), a float, an int and an ASCII str, so a point of scalars
+ * is counted exactly; a non-ASCII str at 4 bytes a character, a list at 9 bytes a slot (a list built
+ * by appending has ~1/8 spare), plus what each holds. Whatever else (the agent's own items) counts as
+ * OTHER_BYTES. It depends on nothing that changes while the point is queued (not the UTF-8 copy the
+ * spool makes of a str), so what is added at admission is what is taken away when the point leaves. */
+#define SLOT_BYTES 8   /* the point's place in its Fifo */
+#define OTHER_BYTES 64
+#define BLOCK(n) (((n) + 15) & ~(Py_ssize_t)15)
+
+static Py_ssize_t dict_bytes(Py_ssize_t n) {
+    if (n == 0) return 64;
+    Py_ssize_t slots = 8;
+    while (slots * 2 / 3 < n) slots *= 2;
+    Py_ssize_t index = slots <= 128 ? 1 : slots <= 0x8000 ? 2 : 4;
+    return 64 + BLOCK(32 + slots * index + (slots * 2 / 3) * 16); /* the dict, then its table */
+}
+
+static Py_ssize_t scalar_bytes(PyObject *value) {
+    PyTypeObject *type = Py_TYPE(value);
+    if (type == &PyFloat_Type) return 32;
+    if (type == &PyLong_Type) {
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
+        if (overflow) return 48;
+        if (v >= -5 && v <= 256) return 0; /* shared small ints */
+        unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+        return u < (1ULL << 60) ? 32 : 48;
+    }
+    if (type == &PyUnicode_Type) {
+        Py_ssize_t len = PyUnicode_GET_LENGTH(value);
+        return BLOCK(PyUnicode_IS_ASCII(value) ? 49 + len : 76 + 4 * len);
+    }
+    return 0; /* None, True, False */
+}
+
+static Py_ssize_t value_bytes(PyObject *value) {
+    PyTypeObject *type = Py_TYPE(value);
+    if (type == &PyList_Type || type == &PyTuple_Type) {
+        Py_ssize_t n = Py_SIZE(value), total = 64 + BLOCK(9 * n);
+        PyObject **items = type == &PyList_Type ? ((PyListObject *)value)->ob_item : ((PyTupleObject *)value)->ob_item;
+        for (Py_ssize_t i = 0; i < n; i++) total += value_bytes(items[i]);
+        return total;
+    }
+    if (type == &PyDict_Type) {
+        Py_ssize_t pos = 0, total = dict_bytes(PyDict_GET_SIZE(value));
+        PyObject *key, *item;
+        while (PyDict_Next(value, &pos, &key, &item)) total += value_bytes(item);
+        return total;
+    }
+    if (value == Py_None || type == &PyBool_Type || type == &PyFloat_Type || type == &PyLong_Type ||
+        type == &PyUnicode_Type)
+        return scalar_bytes(value);
+    return OTHER_BYTES;
+}
+
+static Py_ssize_t point_bytes(PyObject *point) { return SLOT_BYTES + value_bytes(point); }
+
+static PyObject *py_point_bytes(PyObject *module, PyObject *point) { return PyLong_FromSsize_t(point_bytes(point)); }
+
+/* points_bytes(list): the sum of point_bytes over a list, in one call (the agent's take). */
+static PyObject *py_points_bytes(PyObject *module, PyObject *points) {
+    if (!PyList_Check(points)) {
+        PyErr_SetString(PyExc_TypeError, "points_bytes() takes a list");
+        return NULL;
+    }
+    Py_ssize_t total = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(points); i++) total += point_bytes(PyList_GET_ITEM(points, i));
+    return PyLong_FromSsize_t(total);
+}
+
 /* Send `fields` (a new reference, consumed) to the deque and return `done`, or return what the
  * queue's slow path admit() returns (for AsyncSession: something to await while the queue is full). */
-static PyObject *enqueue(Gate *gate, PyObject *items_append, PyObject *admit, PyObject *done, PyObject *fields) {
+static PyObject *enqueue(Gate *gate, PyObject *items_append, PyObject *admit, PyObject *done, PyObject *fields,
+                         Py_ssize_t size) {
     Py_ssize_t ticket = gate->seq++;
     PyObject *result;
-    if (ticket - gate->taken < gate->threshold) {
+    if (ticket - gate->taken < gate->threshold && gate->bytes < gate->byte_threshold) {
         result = PyObject_CallOneArg(items_append, fields);
         if (result == Py_False) { /* the spool is full: the slow path applies on_full */
             Py_DECREF(result);
@@ -90,6 +179,7 @@ static PyObject *enqueue(Gate *gate, PyObject *items_append, PyObject *admit, Py
         }
         if (result != NULL) {
             Py_DECREF(result);
+            gate->bytes += size;
             result = Py_NewRef(done);
         }
     } else {
@@ -140,7 +230,7 @@ static PyObject *TrackCore_append(TrackCore *self, PyObject *args, PyObject *kwa
         Py_INCREF(kwargs);
         fields = kwargs;
     }
-    Py_ssize_t pos = 0;
+    Py_ssize_t pos = 0, size = SLOT_BYTES + dict_bytes(PyDict_GET_SIZE(fields));
     PyObject *key, *value;
     while (PyDict_Next(fields, &pos, &key, &value)) {
         if (!is_scalar(value)) {
@@ -148,10 +238,12 @@ static PyObject *TrackCore_append(TrackCore *self, PyObject *args, PyObject *kwa
             Py_DECREF(fields);
             if (normalized == NULL) return NULL;
             fields = normalized;
+            size = point_bytes(fields);
             break;
         }
+        size += scalar_bytes(value);
     }
-    return enqueue(self->gate, self->items_append, self->admit, self->done, fields);
+    return enqueue(self->gate, self->items_append, self->admit, self->done, fields, size);
 }
 
 static int TrackCore_init(TrackCore *self, PyObject *args, PyObject *kwargs) {
@@ -228,6 +320,9 @@ typedef struct {
     PyObject *clock;  /* time.time */
     PyObject *slow;
     PyObject *done;   /* as in TrackCore */
+    PyObject *tracks;      /* dict: name -> handle, of the names track_slow has checked */
+    PyObject *track_slow;  /* track_slow(*args, **kwargs): Session._track_slow */
+    PyObject *last_name, *last_track; /* the last hit: a loop passes the same str object each time */
 } LogCore;
 
 static PyObject *s_level, *s_message, *s_metadata, *s_info;  /* keyword names */
@@ -294,7 +389,7 @@ static PyObject *LogCore_log(LogCore *self, PyObject *args, PyObject *kwargs) {
     Py_DECREF(timestamp);
     if (failed || PyDict_SetItem(entry, k_level, canonical) < 0 || PyDict_SetItem(entry, k_message, message) < 0)
         goto fail;
-    return enqueue(self->gate, self->items_append, self->admit, self->done, entry);
+    return enqueue(self->gate, self->items_append, self->admit, self->done, entry, point_bytes(entry));
 fail:
     Py_DECREF(entry);
     return NULL;
@@ -304,15 +399,41 @@ slow:
 
 static PyObject *LogCore_put(LogCore *self, PyObject *entry) {
     Py_INCREF(entry);
-    return enqueue(self->gate, self->items_append, self->admit, self->done, entry);
+    return enqueue(self->gate, self->items_append, self->admit, self->done, entry, point_bytes(entry));
+}
+
+/* track(name, ...): the docs' `session.track(name).append(...)` in a loop. A plain str name seen before
+ * is one dict lookup; anything else (a new name, descriptive fields, another type) goes to
+ * track_slow, which checks the name and makes the handle. */
+static PyObject *LogCore_track(LogCore *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    if (nargs == 1 && kwnames == NULL && self->tracks != NULL && PyUnicode_CheckExact(args[0])) {
+        if (args[0] == self->last_name) return Py_NewRef(self->last_track); /* a handle never changes */
+        PyObject *track = PyDict_GetItemWithError(self->tracks, args[0]);
+        if (track != NULL) {
+            Py_XSETREF(self->last_name, Py_NewRef(args[0]));
+            Py_XSETREF(self->last_track, Py_NewRef(track));
+            return Py_NewRef(track);
+        }
+        if (PyErr_Occurred()) return NULL;
+    }
+    if (self->track_slow == NULL) {
+        PyErr_SetString(PyExc_TypeError, "this object has no tracks");
+        return NULL;
+    }
+    return PyObject_Vectorcall(self->track_slow, args, nargs, kwnames);
 }
 
 static int LogCore_init(LogCore *self, PyObject *args, PyObject *kwargs) {
-    static char *kwlist[] = {"gate", "items_append", "admit", "levels", "clock", "slow", "done", NULL};
-    PyObject *gate, *items_append, *admit, *levels, *clock, *slow, *done = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!OOO!OO|O", kwlist, &GateType, &gate, &items_append,
-                                     &admit, &PyDict_Type, &levels, &clock, &slow, &done))
+    static char *kwlist[] = {"gate", "items_append", "admit", "levels", "clock", "slow", "done", "tracks",
+                             "track_slow", NULL};
+    PyObject *gate, *items_append, *admit, *levels, *clock, *slow, *done = Py_None, *tracks = NULL,
+             *track_slow = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!OOO!OO|OO!O", kwlist, &GateType, &gate, &items_append,
+                                     &admit, &PyDict_Type, &levels, &clock, &slow, &done, &PyDict_Type,
+                                     &tracks, &track_slow))
         return -1;
+    Py_XSETREF(self->tracks, Py_XNewRef(tracks));
+    Py_XSETREF(self->track_slow, Py_XNewRef(track_slow));
     Py_XSETREF(self->gate, (Gate *)Py_NewRef(gate));
     Py_XSETREF(self->items_append, Py_NewRef(items_append));
     Py_XSETREF(self->admit, Py_NewRef(admit));
@@ -331,6 +452,9 @@ static int LogCore_traverse(LogCore *self, visitproc visit, void *arg) {
     Py_VISIT(self->clock);
     Py_VISIT(self->slow);
     Py_VISIT(self->done);
+    Py_VISIT(self->tracks);
+    Py_VISIT(self->track_slow);
+    Py_VISIT(self->last_track);
     return 0;
 }
 
@@ -342,6 +466,10 @@ static int LogCore_clear(LogCore *self) {
     Py_CLEAR(self->clock);
     Py_CLEAR(self->slow);
     Py_CLEAR(self->done);
+    Py_CLEAR(self->tracks);
+    Py_CLEAR(self->track_slow);
+    Py_CLEAR(self->last_name);
+    Py_CLEAR(self->last_track);
     return 0;
 }
 
@@ -356,13 +484,17 @@ static PyMethodDef LogCore_methods[] = {
      "log(message=None, level='info', metadata=None, **extra)\n--\n\n"
      "Queue a log entry (fire-and-forget, like Track.append), or return a builder without message."},
     {"_log_put", (PyCFunction)LogCore_put, METH_O, "Queue a ready entry (the slow path's end)."},
+    {"track", (PyCFunction)(void (*)(void))LogCore_track, METH_FASTCALL | METH_KEYWORDS,
+     "track(name, *, description=None, tags=None, metadata=None)\n--\n\n"
+     "Return the handle of track name (cheap: a name seen before is one dict lookup); descriptive "
+     "fields given here are stored with it."},
     {NULL},
 };
 
 static PyTypeObject LogCoreType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "dreamlake._speedups.LogCore",
-    .tp_doc = "The hot path of Session.log.",
+    .tp_doc = "The hot paths of a session: Session.log and Session.track.",
     .tp_basicsize = sizeof(LogCore),
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,
@@ -882,6 +1014,8 @@ static PyObject *frame_lines(PyObject *module, PyObject *args) {
 
 static PyMethodDef module_methods[] = {
     {"frame_lines", frame_lines, METH_VARARGS, "Number JSONL lines as {\"index\": i, \"data\": line}."},
+    {"point_bytes", py_point_bytes, METH_O, "The estimated bytes a queued point holds."},
+    {"points_bytes", py_points_bytes, METH_O, "The sum of point_bytes over a list."},
     {NULL},
 };
 

@@ -21,21 +21,83 @@ from typing import Any
 
 from .._schema.values import SCALAR_TYPES
 
+_SLOT_BYTES = 8  # a point's place in its Fifo
+_OTHER_BYTES = 64
+_SHARED_INTS = range(-5, 257)
+
+
+def _block(n: int) -> int:
+    """``n`` bytes rounded up to the allocator's 16-byte blocks."""
+    return (n + 15) & ~15
+
+
+def _dict_bytes(n: int) -> int:
+    if n == 0:
+        return 64
+    slots = 8
+    while slots * 2 // 3 < n:
+        slots *= 2
+    index = 1 if slots <= 128 else 2 if slots <= 0x8000 else 4
+    return 64 + _block(32 + slots * index + (slots * 2 // 3) * 16)  # the dict, then its table
+
+
+def _value_bytes(value: Any) -> int:
+    kind = type(value)
+    if kind is float:
+        return 32
+    if kind is int:
+        if value in _SHARED_INTS:
+            return 0
+        return 32 if -(2**60) < value < 2**60 else 48
+    if kind is str:
+        return _block(49 + len(value) if value.isascii() else 76 + 4 * len(value))
+    if kind is list or kind is tuple:
+        return 64 + _block(9 * len(value)) + sum(map(_value_bytes, value))
+    if kind is dict:
+        return _dict_bytes(len(value)) + sum(map(_value_bytes, value.values()))
+    return 0 if value is None or kind is bool else _OTHER_BYTES
+
+
+def py_point_bytes(point: Any) -> int:
+    """Python twin of ``_speedups.point_bytes``: the estimated memory a queued point holds.
+
+    CPython's own sizes, rounded up to the allocator's 16-byte blocks, for a dict of str keys (not
+    counting the keys: they are the caller's), a float, an int and an ASCII str, so a point of
+    scalars is counted exactly; 4 bytes a character for other strings, 9 bytes a slot for a list
+    (a list built by appending has ~1/8 spare), plus what each holds.
+    """
+    return _SLOT_BYTES + _value_bytes(point)
+
+
+def py_points_bytes(points: list[Any]) -> int:
+    """Python twin of ``_speedups.points_bytes``."""
+    return sum(map(py_point_bytes, points))
+
 
 class PyGate:
     """Python twin of ``_speedups.Gate``."""
 
-    __slots__ = ("_seq", "taken", "threshold")
+    __slots__ = ("_bytes_lock", "_seq", "byte_threshold", "bytes", "taken", "threshold")
 
     def __init__(self) -> None:
         self._seq = itertools.count()  # next() on it is atomic under the GIL
         self.taken = 0
         self.threshold = -1
+        self.bytes = 0
+        self.byte_threshold = 2**63 - 1
+        self._bytes_lock = threading.Lock()  # += from Python is not atomic; the C twin's is
 
     def reset(self) -> None:
         """Start counting from zero (a forked child)."""
         self._seq = itertools.count()
         self.taken = 0
+        self.bytes = 0
+        self._bytes_lock = threading.Lock()
+
+    def add_bytes(self, n: int) -> None:
+        """Add ``n`` (may be negative) to the bytes held."""
+        with self._bytes_lock:
+            self.bytes += n
 
     def next_ticket(self) -> int:
         """Hand out one ticket."""
@@ -234,15 +296,20 @@ class PyTrackCore:
 def _enqueue(core: PyTrackCore | PyLogCore, fields: dict[Any, Any]) -> Any:
     gate = core._gate
     ticket = next(gate._seq)
-    if ticket - gate.taken < gate.threshold and core._items_append(fields) is not False:
+    if (
+        ticket - gate.taken < gate.threshold
+        and gate.bytes < gate.byte_threshold
+        and core._items_append(fields) is not False
+    ):
+        gate.add_bytes(py_point_bytes(fields))
         return core._done
-    return core._admit(fields, ticket)  # the queue is past its threshold, or the spool is full
+    return core._admit(fields, ticket)  # the queue is past a threshold, or the spool is full
 
 
 class PyLogCore:
-    """Python twin of ``_speedups.LogCore``: every call takes the slow path, ``Session._log_slow``."""
+    """Python twin of ``_speedups.LogCore``: every ``log`` takes the slow path, ``Session._log_slow``."""
 
-    __slots__ = ("_admit", "_done", "_gate", "_items_append", "_slow")
+    __slots__ = ("_admit", "_done", "_gate", "_items_append", "_slow", "_track_slow", "_tracks")
 
     def __init__(
         self,
@@ -253,12 +320,26 @@ class PyLogCore:
         clock: Callable[[], float],
         slow: Callable[..., Any],
         done: Any = None,
+        tracks: dict[str, Any] | None = None,
+        track_slow: Callable[..., Any] | None = None,
     ) -> None:
         self._gate = gate
         self._items_append = items_append
         self._admit = admit
         self._slow = slow
         self._done = done
+        self._tracks = tracks
+        self._track_slow = track_slow
+
+    def track(self, *args: Any, **kwargs: Any) -> Any:
+        """Return the handle of a track: a str name seen before from ``tracks``, else ``track_slow``."""
+        if len(args) == 1 and not kwargs and type(args[0]) is str and self._tracks is not None:
+            track = self._tracks.get(args[0])
+            if track is not None:
+                return track
+        if self._track_slow is None:
+            raise TypeError("this object has no tracks")
+        return self._track_slow(*args, **kwargs)
 
     def log(self, *args: Any, **kwargs: Any) -> Any:
         """Queue a log entry, or return a builder without message."""
@@ -275,11 +356,15 @@ try:
     from .._speedups import Ready as Ready
     from .._speedups import Spool as Spool
     from .._speedups import TrackCore as TrackCore
+    from .._speedups import point_bytes as point_bytes
+    from .._speedups import points_bytes as points_bytes
 
     COMPILED = True
 except ImportError:  # built without a C compiler: same behaviour, slower
     Fifo = PyFifo  # type: ignore[assignment,misc]
     Gate = PyGate  # type: ignore[assignment,misc]
+    point_bytes = py_point_bytes
+    points_bytes = py_points_bytes
     LogCore = PyLogCore  # type: ignore[assignment,misc]
     Ready = PyReady  # type: ignore[assignment,misc]
     Spool = PySpool  # type: ignore[assignment,misc]

@@ -15,6 +15,11 @@ in flight, and the hot path (``_agent/hotpath.py``) compares it with ``gate.thre
 the agent sleeps (the call that reaches it wakes the agent), ``max_queue`` once woken (no caller pays
 for a wake-up the agent already has), -1 when closed or forked (every call goes to :meth:`admit`,
 which refuses it or restarts the agent).
+
+Bytes are bounded the same way: the hot path adds each point's estimate (``point_bytes``) to
+``gate.bytes`` and admits while it is below ``gate.byte_threshold`` (``config.batch_bytes`` asleep,
+``max_queue_bytes`` woken). :meth:`take` notes the bytes of each write and :meth:`stored` takes
+them away, so ``gate.bytes`` counts what is queued, retried and being written, as ``held`` does.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ import anyio
 from .._config import AgentConfig
 from .._exceptions import DreamlakeError, QueueFullError, StorageError
 from .._sinks.base import TrackSpec
-from .hotpath import Fifo, Gate, Ready
+from .hotpath import Fifo, Gate, Ready, point_bytes, points_bytes
 from .spool import LOGS_ID, PARAMS_ID, Spool
 
 
@@ -41,7 +46,10 @@ class TrackBuffer:
     spool's mark for the track is the seq of its oldest point not yet stored (or dropped).
     """
 
-    __slots__ = ("acked", "handed", "id", "in_flight", "items", "retry", "retry_seqs", "spec", "spec_dirty")
+    __slots__ = (
+        "acked", "flight_bytes", "handed", "id", "in_flight", "items", "retry", "retry_seqs", "spec",
+        "spec_dirty",
+    )  # fmt: skip
 
     def __init__(self, spec: TrackSpec) -> None:
         self.spec = spec
@@ -49,6 +57,7 @@ class TrackBuffer:
         self.retry: list[dict[str, Any]] = []  # taken by a write that failed; written first next time
         self.retry_seqs: list[int] = []  # their seqs
         self.in_flight: tuple[list[int], int, int] = ([], 0, 0)  # seqs of the chunk being written
+        self.flight_bytes = 0  # its estimated bytes (point_bytes)
         self.spec_dirty = True
         self.id: int | None = None  # in the spool
         # Sending to a server: the seq up to which points were handed to it, and acknowledged.
@@ -116,6 +125,7 @@ class PointQueue:
         with self._lock:
             self._open = True
             self.gate.threshold = self._fast(self.config.batch_size)
+            self.gate.byte_threshold = self.config.batch_bytes
 
     def shut(self) -> None:
         """Send every later ``append`` to :meth:`admit`, which asks ``refusal`` why."""
@@ -236,6 +246,11 @@ class PointQueue:
         # list() copies in one step under the GIL; iterating the live dict races with buffer().
         return self.in_flight + sum(len(b.items) + len(b.retry) for b in list(self.buffers.values()))
 
+    @property
+    def held_bytes(self) -> int:
+        """The estimated bytes of the points :attr:`held` (see ``hotpath.point_bytes``)."""
+        return self.gate.bytes
+
     def _fast(self, threshold: int) -> int:
         """The fast path's threshold: none under ``durability="sync"``, where every call commits."""
         return 0 if self.commit is not None else threshold
@@ -265,29 +280,41 @@ class PointQueue:
             self.release(1)
             raise refusal
         spool_full = False
-        if ticket - self.gate.taken < self.config.max_queue:
+        if self._room_for(ticket):
             spool_full = buffer.items.append(fields) is False
             self.wake()  # the agent frees the spool's sealed half once it has stored it
             if not spool_full:
+                self.gate.add_bytes(point_bytes(fields))
                 return True
         if policy == "block":
             return False
         if policy == "raise":
             self.release(1)
             raise QueueFullError(
-                f"the queue holds {self.config.max_queue} points"
-                f"{' (its spool is full)' if spool_full else ''} and the sink has not caught up; "
-                "raise max_queue, flush more often, or choose another on_full policy"
+                f"the queue holds {self.config.max_queue} points or {self.config.max_queue_bytes} "
+                f"bytes{' (its spool is full)' if spool_full else ''} and the sink has not caught up; "
+                "raise max_queue or max_queue_bytes, flush more often, or choose another on_full policy"
             )
         with self._lock:
             # Dropping a queued point frees no room in the spool: with it full, drop the new one.
             if policy == "drop_oldest" and not spool_full and self._drop_oldest(buffer):
+                # A heavy point takes the room of as many old ones as it needs.
+                size = point_bytes(fields)
+                while self.gate.bytes + size > self.config.max_queue_bytes and self._drop_oldest(buffer):
+                    self.dropped += 1
+                    self.gate.taken += 1
                 if buffer.items.append(fields) is False:  # the spool filled meanwhile
                     buffer.items.push(fields)
+                self.gate.add_bytes(size)
             self.dropped += 1
             self.gate.taken += 1
         self._warn_drop(spool_full)
         return True
+
+    def _room_for(self, ticket: int) -> bool:
+        """Whether the queue has room for the point holding ``ticket``, in points and in bytes."""
+        config = self.config
+        return ticket - self.gate.taken < config.max_queue and self.gate.bytes < config.max_queue_bytes
 
     def _drop_oldest(self, preferred: TrackBuffer) -> bool:
         """Drop the oldest queued point of ``preferred``, else of the fullest track."""
@@ -296,7 +323,7 @@ class PointQueue:
         )
         if not victim.items:
             return False  # everything held is being written: drop the new point instead
-        victim.items.popleft()
+        self.gate.add_bytes(-point_bytes(victim.items.popleft()))
         return True
 
     def _wait_for_room(self, buffer: TrackBuffer, fields: dict[str, Any], ticket: int) -> None:
@@ -335,12 +362,17 @@ class PointQueue:
 
     def _put(self, buffer: TrackBuffer, fields: dict[str, Any], ticket: int) -> bool:
         """Queue the point if there is room for it, in the queue and in the spool."""
-        return ticket - self.gate.taken < self.config.max_queue and buffer.items.append(fields) is not False
+        if self._room_for(ticket) and buffer.items.append(fields) is not False:
+            self.gate.add_bytes(point_bytes(fields))
+            return True
+        return False
 
     def _warn_drop(self, spool_full: bool) -> None:
         if not self._warned_drop:
             self._warned_drop = True
-            full = "its spool" if spool_full else f"the queue of {self.config.max_queue} points"
+            full = "its spool" if spool_full else (
+                f"the queue of {self.config.max_queue} points or {self.config.max_queue_bytes} bytes"
+            )
             warnings.warn(
                 f"dreamlake dropped points: {full} was full "
                 f"(on_full={self.config.on_full!r}); see session.agent_stats()['dropped']",
@@ -361,6 +393,7 @@ class PointQueue:
             return False
         self._woken = True
         self.gate.threshold = self._fast(self.config.max_queue)
+        self.gate.byte_threshold = self.config.max_queue_bytes
         return True
 
     def pending(self, names: Collection[str] | None = None) -> list[tuple[TrackBuffer, int]]:
@@ -370,6 +403,7 @@ class PointQueue:
             self._woken = False
             if self._open:
                 self.gate.threshold = self._fast(self.config.batch_size)  # the next batch wakes it
+                self.gate.byte_threshold = self.config.batch_bytes
             for name, buffer in self.buffers.items():
                 if names is not None and name not in names:
                     continue
@@ -393,6 +427,7 @@ class PointQueue:
             buffer.in_flight = (seqs, head, len(points) - len(seqs))
             if buffer is not self.params:
                 self.in_flight += len(points)
+                buffer.flight_bytes = points_bytes(points)
             return points
 
     def add_params(self, delta: dict[str, Any]) -> None:
@@ -428,6 +463,7 @@ class PointQueue:
             if buffer is self.params:
                 return
             self.in_flight -= count
+            self.gate.add_bytes(-buffer.flight_bytes)
         self.release(count)
 
     def acked(self, ends: dict[int, int]) -> None:

@@ -36,6 +36,7 @@ from .atomic import fsync_dir, read_json, write_bytes_atomic, write_json_atomic
 from .filelock import FileLock
 from .filestore import FileStore
 from .jsonl import NumberedLog, TrackLog, encode_log_lines
+from .sweep import sweep_leftovers, sweep_track
 
 CHUNK_SIZE = 10_000  # the server's cold-tier chunk size; reported by stats() for 0.2.x parity
 #: Most seconds a track's ``metadata.json`` lags its data while the session writes it.
@@ -93,6 +94,8 @@ class SessionDir:
         self.write_protected = bool(self._session.get("write_protected"))
         for sub in ("logs", "tracks", "files"):
             (self.directory / sub).mkdir(parents=True, exist_ok=True)
+        sweep_leftovers(self.directory)  # of crashed runs, old enough that no live writer owns them
+        # (each track's directory when this process first uses it: see sweep_track)
         self._update_session_json(self._session_fields())
         if self._fsync:
             for directory in (self.directory, *self.directory.parents[:2]):
@@ -134,7 +137,13 @@ class SessionDir:
                     (directory / f).exists() for f in ("metadata.json", "data.jsonl")
                 ):
                     return None
-                directory.mkdir(parents=True, exist_ok=True)
+                try:
+                    directory.mkdir(parents=True)
+                except FileExistsError:
+                    # Only a directory that was there before can hold a crashed writer's leftovers;
+                    # a wide session's new tracks skip the scan.
+                    if not self.write_protected:
+                        sweep_track(directory)
                 track = self._tracks[name] = _Track(name, directory, self._fsync)
             return track
 

@@ -13,7 +13,7 @@ import functools
 import os
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
@@ -47,7 +47,6 @@ class AsyncSession(SessionCore):
     _ASYNC = True
 
     def _setup(self) -> None:
-        self._tracks: dict[str, AsyncTrack] = {}
         self._parameters = AsyncParameters(self)
         self._agent_host: Agent | None = None
         self._task_group: TaskGroup | None = None
@@ -120,7 +119,19 @@ class AsyncSession(SessionCore):
             await self._acall(Agent.hand_over)
             await self._acall(Agent.drain, timeout=timeout)
 
-    def track(
+    if TYPE_CHECKING:  # at run time, the C base's: a name seen before costs one dict lookup
+
+        def track(
+            self,
+            name: str,
+            *,
+            description: str | None = None,
+            tags: list[str] | None = None,
+            metadata: dict[str, Any] | None = None,
+        ) -> AsyncTrack:
+            """Return the handle of track ``name``; descriptive fields given here are stored with it."""
+
+    def _track_slow(
         self,
         name: str,
         *,
@@ -128,11 +139,10 @@ class AsyncSession(SessionCore):
         tags: list[str] | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> AsyncTrack:
-        """Return the handle of track ``name``; descriptive fields given here are stored with it."""
-        track = self._tracks.get(name)
+        track: AsyncTrack | None = self._tracks.get(name) if isinstance(name, str) else None
         if track is None or description is not None or tags is not None or metadata is not None:
             self._check_open()
-            buffer, created = self._track_buffer(name, description, tags, metadata)
+            buffer, created = self._track_buffer(name, description, tags, metadata)  # checks the name
             if created:
                 self._tracks[name] = AsyncTrack(self, self._queue, buffer)
             track = self._tracks[name]

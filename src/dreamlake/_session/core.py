@@ -66,6 +66,7 @@ class SessionCore(LogCore):
         metadata: dict[str, Any] | None = None,
         write_protected: bool = False,
         max_queue: int | None = None,
+        max_queue_bytes: int | None = None,
         on_full: OnFull | None = None,
         batch_size: int | None = None,
         flush_interval: float | None = None,
@@ -91,6 +92,7 @@ class SessionCore(LogCore):
         self.config = AgentConfig.resolve(
             {
                 "max_queue": max_queue,
+                "max_queue_bytes": max_queue_bytes,
                 "on_full": on_full,
                 "batch_size": batch_size,
                 "flush_interval": flush_interval,
@@ -111,6 +113,8 @@ class SessionCore(LogCore):
         self._queue = PointQueue(self.config)
         self._queue.refusal = self._refusal
         self._buffers: dict[str, TrackBuffer] = {}
+        # The handles by name: ``track(name)`` of a name seen before is a lookup here, in C.
+        self._tracks: dict[str, Any] = {}
         logs = self._queue.logs
         super().__init__(
             self._queue.gate,
@@ -120,6 +124,8 @@ class SessionCore(LogCore):
             time.time,
             self._log_slow,
             READY if self._ASYNC else None,
+            self._tracks,
+            self._track_slow,
         )
         self._setup()
 
@@ -203,6 +209,18 @@ class SessionCore(LogCore):
         self.write_protected = sink.write_protected
         if not self.write_protected:
             self._queue.open()
+
+    def _track_slow(
+        self,
+        name: str,
+        *,
+        description: str | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Any:
+        """Make (or update) the handle of track ``name``; ``track()`` calls it for what its fast path
+        does not take: a new name, descriptive fields, a name that is not a plain str."""
+        raise NotImplementedError
 
     def _track_buffer(
         self,

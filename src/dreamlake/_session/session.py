@@ -14,7 +14,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._agent import lifecycle as _lifecycle
 from .._agent.agent import Agent
@@ -49,6 +49,7 @@ class Session(SessionCore):
         write_protected: Make the session read-only once created: writes raise
             :class:`WriteProtectedError`. A session stored as write-protected stays so.
         max_queue: See :class:`AgentConfig`; also ``DREAMLAKE_MAX_QUEUE``.
+        max_queue_bytes: See :class:`AgentConfig`; also ``DREAMLAKE_MAX_QUEUE_BYTES``.
         on_full: See :class:`AgentConfig`; also ``DREAMLAKE_ON_FULL``.
         batch_size: See :class:`AgentConfig`; also ``DREAMLAKE_BATCH_SIZE``.
         flush_interval: See :class:`AgentConfig`; also ``DREAMLAKE_FLUSH_INTERVAL``.
@@ -59,7 +60,6 @@ class Session(SessionCore):
     """
 
     def _setup(self) -> None:
-        self._tracks: dict[str, Track] = {}
         self._runner: AgentThread | None = None
         self._parameters = Parameters(self)
 
@@ -128,7 +128,19 @@ class Session(SessionCore):
             self._call(Agent.hand_over)
             self._call(Agent.drain, timeout=timeout)
 
-    def track(
+    if TYPE_CHECKING:  # at run time, the C base's: a name seen before costs one dict lookup
+
+        def track(
+            self,
+            name: str,
+            *,
+            description: str | None = None,
+            tags: list[str] | None = None,
+            metadata: dict[str, Any] | None = None,
+        ) -> Track:
+            """Return the handle of track ``name``; descriptive fields given here are stored with it."""
+
+    def _track_slow(
         self,
         name: str,
         *,
@@ -136,11 +148,10 @@ class Session(SessionCore):
         tags: list[str] | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> Track:
-        """Return the handle of track ``name``; descriptive fields given here are stored with it."""
-        track = self._tracks.get(name)
+        track: Track | None = self._tracks.get(name) if isinstance(name, str) else None
         if track is None or description is not None or tags is not None or metadata is not None:
             self._check_open()
-            buffer, created = self._track_buffer(name, description, tags, metadata)
+            buffer, created = self._track_buffer(name, description, tags, metadata)  # checks the name
             if created:
                 self._tracks[name] = Track(self, self._queue, buffer)
             track = self._tracks[name]
