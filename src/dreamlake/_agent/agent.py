@@ -143,6 +143,8 @@ class Agent:
         first = orphan.intent_at(track_id)
         if first is not None:  # the dead writer was writing these: did it get that far?
             done = await sink.stored_prefix(name, first, records)
+            if done:
+                mark(done)
         self.recovered += len(records) - done
         sink.intent = lambda _name, first: orphan.intent(track_id, first)
         try:
