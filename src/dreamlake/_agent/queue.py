@@ -282,7 +282,11 @@ class PointQueue:
         spool_full = False
         if self._room_for(ticket):
             spool_full = buffer.items.append(fields) is False
-            self.wake()  # the agent frees the spool's sealed half once it has stored it
+            # The agent frees the spool's sealed half once it has stored it; but what a server has
+            # yet to acknowledge, only its acknowledgement frees: a flush with nothing queued would
+            # not help, and every refused append would start one.
+            if not (spool_full and self.acks_later and ticket == self.gate.taken):
+                self.wake()
             if not spool_full:
                 self.gate.add_bytes(point_bytes(fields))
                 return True
