@@ -1,5 +1,5 @@
 """Remote-mode benchmarks of dreamlake: end-to-end throughput to a real server, append() cost, and
-memory while the server is stalled.
+memory and disk while the server is stalled.
 
 Run::
 
@@ -14,15 +14,24 @@ cores (2 here), so every figure includes that competition. Everything lives in a
 directory deleted at the end; ``DREAMLAKE_*`` variables are removed for the children. The load
 average is printed at the start and the end: other work on the machine shows in every figure. "Remote"
 means remote-only (``Session(name, ws, remote=URL, api_key=TOKEN)`` with ``DREAMLAKE_LOCAL_PATH``
-set, so only the journal is written locally, under ``ROOT/.journal``); "hybrid" passes
-``local_path`` as well; "local" is ``Session(name, ws, local_path=ROOT)``.
+set, so only the spool, which is the journal, is written locally, under ``ROOT/.spool``); "hybrid"
+passes ``local_path`` as well; "local" is ``Session(name, ws, local_path=ROOT)``.
+
+In remote mode the hot path writes every point into the spool (``ROOT/.spool/<writer>.spool``, a
+``MAP_SHARED`` sparse file of two halves of ``max(4 MiB, max_queue x 64 bytes)``), where it stays
+until the server acknowledges it. At each flush the agent hands what it takes from the queue to the
+sink, which encodes it as JSON lines into the batch being formed (``Batch.add_track``, in a worker
+thread); the flush seals that batch, held in memory until acknowledged; a sender task builds each
+request (``Sender.prepare``: msgpack, then zstd or gzip, in a worker thread, the next one while one
+is on the wire) and posts them one at a time.
 
 Methods
 -------
 1. End to end. ``--points`` (default 1,000,000; quick 200,000) calls of
    ``track.append(value=float(i), step=i)`` on one track with the default agent options, timed from
    the first append until ``close()`` returns; ``open()`` is not timed. After ``close()``: remote
-   and hybrid require ``agent_stats()["unsentPoints"] == 0`` and the server's
+   and hybrid require ``agent_stats()["unsentPoints"] == 0``, no ``.spool`` file left (a spool is
+   deleted at close once everything in it is acknowledged) and the server's
    ``GET .../tracks/loss/stats`` to report ``totalDataPoints == N`` (read over plain HTTP); local and
    hybrid require ``data.jsonl`` to hold N lines, the last with index N-1. ``--runs`` (3) runs of
    local and remote, ``--hybrid-runs`` (3; quick 1) of hybrid, each in a fresh subprocess, the
@@ -34,9 +43,9 @@ Methods
 
 2. ``append()`` per call with the agent running, one subprocess holding a local and a remote
    session (default agent options: the agent wakes every ``batch_size`` = 50,000 points, so it
-   journals and sends while a block runs). Per round and side, ``--calls`` (200,000; quick 50,000)
-   appends timed as one block with ``perf_counter_ns``; then, untimed, ``flush()`` (remote: until
-   the server acknowledged everything, and then until it has archived it, so no block competes
+   forms and sends batches while a block runs). Per round and side, ``--calls`` (200,000; quick
+   50,000) appends timed as one block with ``perf_counter_ns``; then, untimed, ``flush()`` (remote:
+   until the server acknowledged everything, and then until it has archived it, so no block competes
    with the server's archiving) and ``gc.collect()``. One discarded warm-up round, then
    ``--rounds`` (5; quick 3), the order of the sides swapped every round. Figure: the median over
    rounds of the per-call mean; ratio: the median of the per-round remote/local ratios. Bar: <= 1.1.
@@ -44,24 +53,33 @@ Methods
 3. Stalled server, in a subprocess: a remote-only session with ``max_queue=200,000`` and
    ``on_full="drop_newest"`` is opened while the server answers (``open()`` creates the session on
    the server); then the child SIGSTOPs the server (by the PID the parent gave it) and makes
-   ``--stall-points`` (2,000,000; quick 500,000) appends. RSS growth: the largest of the peak RSS
-   (``VmHWM``, reset just before the stall) and the RSS sampled after N/2 appends, after N and once
-   the agent has moved the queue into the journal (``agent_stats()["queued"] == 0``, waited for up to
-   30 s), minus the RSS before the stall. Baseline: the RSS growth of a plain list of ``max_queue``
-   such dicts (another subprocess). Bar: ratio <= 1.5 (the bar of bench_core's stalled sink). The
-   journal's size is the size of the files under ``ROOT/.journal`` at that moment. Then the child
-   SIGCONTs the server and ``close()``s, timed: the journaled backlog is sent, and the server must
-   report ``N - dropped`` points.
+   ``--stall-points`` (2,000,000; quick 500,000) appends. Nothing is acknowledged, so the spool
+   fills (one half sealed at the first flush, the other written until full) and ``drop_newest``
+   drops the rest; the queue drains into batches held in memory. RSS growth: the largest of the
+   peak RSS (``VmHWM``, reset just before the stall) and the RSS sampled after N/2 appends, after N
+   and once the agent has handed the whole queue to the sink (``agent_stats()["queued"] == 0``,
+   waited for up to 30 s), minus the RSS before the stall; it includes the spool's pages mapped by
+   the process (``RssFile``, noted apart from ``RssAnon``). Baseline: the RSS growth of a plain list
+   of ``max_queue`` such dicts (another subprocess). Bar: ratio <= 1.5 (the bar of bench_core's
+   stalled sink). At that moment: the spool's bytes on disk (``st_blocks * 512`` of the ``.spool``
+   files; their apparent size is noted), the points accepted (``N - dropped``) and dropped, and
+   ``unsentPoints``/``unsentBytes``, which must account for every accepted point. Then the child
+   SIGCONTs the server and ``close()``s, timed: the accepted points are sent (figure: accepted /
+   seconds), and the server must report exactly the accepted points, ``unsentPoints`` must be 0 and
+   the spool deleted.
 
 4. Not in the table: one more remote end-to-end run with per-stage accounting (CPU time of the
-   calling thread, ``time.thread_time``, and wall time) around the journal's ``add`` (the agent's
-   write: msgpack + ``os.write``, on whichever thread the sink runs it) and ``read``, the request
-   body's msgpack encoding, gzip (in a worker thread), ``PointQueue.take``, the whole agent thread,
-   and the wall time spent waiting for HTTP answers, and each request's start, duration and body
-   size; plus the server's CPU time. ``--profile`` runs that child once more under ``py-spy
-   record`` (if it is installed), with another ``py-spy`` attached to the server until its
-   archiving is done, and prints where the samples of each fall. ``--chunk-size 1000000000`` keeps
-   the server's archiver idle (no track fills a chunk), which shows what archiving costs the ingest.
+   calling thread, ``time.thread_time``, and wall time) around ``PointQueue.take`` (the agent taking
+   points from the queue), ``Batch.add_track`` (encoding them as JSON lines, in a worker thread),
+   ``Sender.prepare`` (the request: msgpack of the body and its compression, each also timed alone,
+   in a worker thread), the spool's marks (``Outbox.sending``/``acked``: a batch's number and ends
+   written before it is sent, its points marked stored and the half freed once acknowledged), the
+   whole agent thread, and the wall time spent waiting for HTTP answers; each batch's send (start,
+   duration, points, JSON and body size); the spool's bytes on disk when the append loop ends; plus
+   the server's CPU time. ``--profile`` runs that child once more under ``py-spy record`` (if it
+   is installed), with another ``py-spy`` attached to the server until its archiving is done, and
+   prints where the samples of each fall. ``--chunk-size 1000000000`` keeps the server's archiver
+   idle (no track fills a chunk), which shows what archiving costs the ingest.
 """
 
 from __future__ import annotations
@@ -107,6 +125,7 @@ from _harness import (
     terminate,
 )
 from dreamlake import Session, Track
+from dreamlake._agent.spool import half_bytes
 
 perf_counter_ns = time.perf_counter_ns
 WORKSPACE = "bench"
@@ -124,8 +143,28 @@ def pts(n: int, seconds: float) -> str:
     return f"{n / seconds:,.0f} pts/s ({seconds:.2f} s)"
 
 
-def dir_bytes(directory: Path) -> int:
-    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file()) if directory.exists() else 0
+def spool_files(root: Path) -> list[Path]:
+    """The spools under a local root (``ROOT/.spool/<writer>.spool``)."""
+    return sorted((root / ".spool").glob("*.spool"))
+
+
+def spool_disk(root: Path) -> tuple[int, int]:
+    """Bytes the spools under ``root`` take on disk (``st_blocks * 512``: they are sparse) and
+    their apparent size."""
+    stats = [p.stat() for p in spool_files(root)]
+    return sum(st.st_blocks * 512 for st in stats), sum(st.st_size for st in stats)
+
+
+def rss_parts() -> dict[str, int]:
+    """``RssAnon`` (heap), ``RssFile`` (mapped files: the spool) and ``RssShmem`` of this process,
+    in bytes (Linux; empty elsewhere)."""
+    parts: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("RssAnon", "RssFile", "RssShmem"):
+                parts[key] = int(value.split()[0]) * 1024
+    return parts
 
 
 def check_jsonl(path: Path, n: int) -> bool:
@@ -294,12 +333,12 @@ def run_child(
 
 
 def open_session(mode: str, name: str, directory: Path, url: str, token: str, **options: Any) -> Session:
-    """A session of ``mode`` (local, remote, hybrid); remote-only keeps its journal under ``directory``."""
+    """A session of ``mode`` (local, remote, hybrid); remote-only keeps its spool under ``directory``."""
     if mode == "local":
         return Session(name, WORKSPACE, local_path=directory, **options).open()
     if mode == "hybrid":
         return Session(name, WORKSPACE, remote=url, api_key=token, local_path=directory, **options).open()
-    os.environ["DREAMLAKE_LOCAL_PATH"] = str(directory)  # where remote-only mode keeps its journal
+    os.environ["DREAMLAKE_LOCAL_PATH"] = str(directory)  # where remote-only mode keeps its spool
     try:
         return Session(name, WORKSPACE, remote=url, api_key=token, **options).open()
     finally:
@@ -333,7 +372,10 @@ def child_e2e(mode: str, args: argparse.Namespace) -> dict[str, Any]:
     if mode != "local":
         server = server_track(args.url, args.token, name)
         result["server_total"] = server["totalDataPoints"]
-        ok = ok and stats["unsentPoints"] == 0 and server["totalDataPoints"] == n
+        result["spools_left"] = len(spool_files(directory))  # deleted at close once all is acknowledged
+        ok = (
+            ok and stats["unsentPoints"] == 0 and not result["spools_left"] and server["totalDataPoints"] == n
+        )
     if mode != "remote":
         ok = ok and check_jsonl(directory / WORKSPACE / name / "tracks" / TRACK / "data.jsonl", n)
     result["ok"] = ok
@@ -384,13 +426,6 @@ def child_append(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def agent_queued(session: Session) -> tuple[int, int]:
-    """``agent_stats()``'s queued and journalBytes; the stats are read on this thread while the agent
-    changes the journal's index, so a read may fail with RuntimeError (counted by the caller)."""
-    stats = session.agent_stats()
-    return int(stats["queued"]), int(stats["journalBytes"])
-
-
 def child_stalled(args: argparse.Namespace) -> dict[str, Any]:
     """Section 3: SIGSTOP the server after open(), append, measure, SIGCONT, close()."""
     directory, n, max_queue = Path(args.child_dir), args.stall_points, args.stall_max_queue
@@ -398,8 +433,8 @@ def child_stalled(args: argparse.Namespace) -> dict[str, Any]:
         "remote", directory.name, directory, args.url, args.token, max_queue=max_queue, on_full="drop_newest"
     )
     track = session.track(TRACK)
-    stats_errors = 0
     rss0 = reset_peak_rss()
+    parts0 = rss_parts()
     os.kill(args.server_pid, signal.SIGSTOP)
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -413,25 +448,17 @@ def child_stalled(args: argparse.Namespace) -> dict[str, Any]:
             t1 = time.perf_counter()
             rss_end = rss()
             queued = -1
-            while time.perf_counter() - t1 < 30:  # until the agent has journaled the queue
-                try:
-                    queued, _ = agent_queued(session)
-                except RuntimeError:
-                    stats_errors += 1
-                    continue
+            while time.perf_counter() - t1 < 30:  # until the agent has handed the queue to the sink
+                queued = int(session.agent_stats()["queued"])
                 if queued == 0:
                     break
                 time.sleep(0.01)
             t2 = time.perf_counter()
-            rss_journaled = rss()
+            rss_handed = rss()
+            parts = rss_parts()
             peak = peak_rss()
-            while True:
-                try:
-                    stats = session.agent_stats()
-                    break
-                except RuntimeError:
-                    stats_errors += 1
-            journal = dir_bytes(directory / ".journal")
+            stats = session.agent_stats()
+            spool_bytes, spool_size = spool_disk(directory)
     finally:
         os.kill(args.server_pid, signal.SIGCONT)
     c0 = time.perf_counter()
@@ -443,35 +470,50 @@ def child_stalled(args: argparse.Namespace) -> dict[str, Any]:
     final = session.agent_stats()
     server = server_track(args.url, args.token, directory.name)
     dropped = int(stats["dropped"])
+    accepted = n - dropped
+    # Nothing was acknowledged during the stall: every accepted point is in a batch or still queued.
+    accounted = int(stats["unsentPoints"]) + int(stats["queued"]) == accepted
+    spools_left = len(spool_files(directory))
     return {
         "append_loop_s": t1 - t0,
-        "journal_catch_up_s": t2 - t1,
+        "handover_s": t2 - t1,
         "queued_after": queued,
-        "rss_growth": max(peak, rss_half, rss_end, rss_journaled) - rss0,
+        "rss_growth": max(peak, rss_half, rss_end, rss_handed) - rss0,
         "rss_growth_half": rss_half - rss0,
         "rss_growth_end": rss_end - rss0,
-        "rss_growth_journaled": rss_journaled - rss0,
-        "journal_bytes": journal,
+        "rss_growth_handed": rss_handed - rss0,
+        "rss_parts_growth": {k: v - parts0.get(k, 0) for k, v in parts.items()},
+        "spool_disk_bytes": spool_bytes,
+        "spool_size_bytes": spool_size,
+        "accepted": accepted,
+        "dropped": dropped,
+        "accounted": accounted,
         "stats": {
             k: stats[k]
             for k in (
                 "written",
                 "queued",
                 "dropped",
+                "flushes",
                 "requests",
                 "unsentPoints",
-                "journalBytes",
+                "unsentBytes",
+                "unspooled",
                 "lastRemoteError",
             )
         },
         "drop_warnings": sum(issubclass(w.category, RuntimeWarning) for w in caught),
-        "stats_errors": stats_errors,
         "close_s": close_s,
         "close_rss_growth": drain_growth,
         "final_unsent": final["unsentPoints"],
+        "final_requests": final["requests"],
+        "spools_left": spools_left,
         "server_total": server["totalDataPoints"],
         "session": directory.name,
-        "ok": final["unsentPoints"] == 0 and server["totalDataPoints"] == n - dropped,
+        "ok": accounted
+        and final["unsentPoints"] == 0
+        and spools_left == 0
+        and server["totalDataPoints"] == accepted,
     }
 
 
@@ -485,10 +527,8 @@ def child_list(args: argparse.Namespace) -> dict[str, Any]:
 
 def child_breakdown(args: argparse.Namespace) -> dict[str, Any]:
     """Section 4: a remote end-to-end run with CPU and wall time per stage (monkeypatched)."""
-    import gzip
-
     from dreamlake._agent import hosts, queue
-    from dreamlake._sinks import journal, sender
+    from dreamlake._sinks import outbox, sender
 
     cpu: dict[str, float] = {}
     wall: dict[str, float] = {}
@@ -509,37 +549,54 @@ def child_breakdown(args: argparse.Namespace) -> dict[str, Any]:
 
         return wrapper
 
-    requests: list[tuple[float, float, int]] = []  # (start, seconds, body bytes) of each request
-
     def timed_async(key: str, func: Callable[..., Any]) -> Callable[..., Any]:
         async def wrapper(*a: Any, **kw: Any) -> Any:
             w0 = time.perf_counter()
             try:
                 return await func(*a, **kw)
             finally:  # wall only: other tasks run on this thread while it waits
-                w1 = time.perf_counter()
-                wall[key] = wall.get(key, 0.0) + w1 - w0
+                wall[key] = wall.get(key, 0.0) + time.perf_counter() - w0
                 calls[key] = calls.get(key, 0) + 1
-                requests.append((w0, w1 - w0, len(kw.get("content") or b"")))
+                body[0] = len(kw.get("content") or b"")
 
         return wrapper
 
+    body = [0]  # the size of the last request's body: batches are sent one at a time
+    sends: list[tuple[float, float, int, int, int]] = []  # start, seconds, points, JSON bytes, body bytes
+    send = sender.Sender.send
+
+    async def timed_send(self: Any, batch: outbox.Batch, *a: Any, **kw: Any) -> None:
+        w0 = time.perf_counter()
+        await send(self, batch, *a, **kw)
+        sends.append((w0, time.perf_counter() - w0, batch.points, batch.nbytes, body[0]))
+
     class TimedEncoder:
         def __init__(self, inner: Any) -> None:
-            self.encode = timed("sender: msgpack encode of the body", inner.encode)
+            self.encode = timed("worker: msgpack encode of the body (in prepare)", inner.encode)
 
     patches: list[tuple[Any, str, Any]] = [
-        (journal.Journal, "add", timed("journal: Journal.add (msgpack + os.write)", journal.Journal.add)),
-        (journal.Journal, "read", timed("sender: Journal.read (pread)", journal.Journal.read)),
-        (sender, "_ENCODE", TimedEncoder(sender._ENCODE)),
-        (gzip, "compress", timed("worker: gzip.compress", gzip.compress)),
         (queue.PointQueue, "take", timed("agent: PointQueue.take", queue.PointQueue.take)),
+        (
+            outbox.Batch,
+            "add_track",
+            timed("worker: Batch.add_track (encode_points: JSON lines)", outbox.Batch.add_track),
+        ),
+        (
+            sender.Sender,
+            "prepare",
+            timed("worker: Sender.prepare (msgpack + compression)", sender.Sender.prepare),
+        ),
+        (outbox, "_ENCODE", TimedEncoder(outbox._ENCODE)),
+        (sender, "_compress", timed("worker: zstd/gzip compress (in prepare)", sender._compress)),
+        (outbox.Outbox, "sending", timed("agent: spool marks, sending", outbox.Outbox.sending)),
+        (outbox.Outbox, "acked", timed("agent: spool marks, acked + half freed", outbox.Outbox.acked)),
         (hosts.AgentThread, "_main", timed("agent thread (all, incl. start-up)", hosts.AgentThread._main)),
         (
             sender.Sender,
             "_request",
             timed_async("sender: HTTP request, waiting (wall)", sender.Sender._request),
         ),
+        (sender.Sender, "send", timed_send),
     ]
     for owner, attr, value in patches:
         setattr(owner, attr, value)
@@ -553,25 +610,37 @@ def child_breakdown(args: argparse.Namespace) -> dict[str, Any]:
     for i in range(n):
         track.append(value=float(i), step=i)
     w1, c1 = time.perf_counter(), time.thread_time()
+    spool_bytes, spool_size = spool_disk(directory)  # what the spool holds when the loop ends
+    unsent_at_loop_end = session.agent_stats()
+    w1b, c1b = time.perf_counter(), time.thread_time()
     session.close()
     w2, c2 = time.perf_counter(), time.thread_time()
     times1 = os.times()
     server_cpu = _process_cpu(args.server_pid) - server_cpu0
     cpu["main: append loop"], wall["main: append loop"] = c1 - c0, w1 - w0
-    cpu["main: close()"], wall["main: close()"] = c2 - c1, w2 - w1
+    cpu["main: close()"], wall["main: close()"] = c2 - c1b, w2 - w1b
     stats = session.agent_stats()
     return {
-        "wall": {"append_loop": w1 - w0, "close": w2 - w1, "total": w2 - w0},
+        "wall": {"append_loop": w1 - w0, "close": w2 - w1b, "total": w2 - w0 - (w1b - w1)},
         "cpu": cpu,
         "stage_wall": wall,
         "calls": calls,
         "process_cpu": (times1.user + times1.system) - (times0.user + times0.system),
         "server_cpu": server_cpu,
         "requests": stats["requests"],
-        "journal_bytes": stats["journalBytes"],
-        # the requests sent from the first append on: start (s after it), wall ms, body KB
-        "requests_timeline": [
-            (round(t - w0, 3), round(d * 1000), round(b / 1024)) for t, d, b in requests if t >= w0
+        "flushes": stats["flushes"],
+        "json_bytes": sum(s[3] for s in sends if s[0] >= w0),
+        "body_bytes": sum(s[4] for s in sends if s[0] >= w0),
+        "spool_disk_bytes": spool_bytes,
+        "spool_size_bytes": spool_size,
+        "at_loop_end": {
+            k: unsent_at_loop_end[k] for k in ("queued", "unsentPoints", "unsentBytes", "requests")
+        },
+        # the batches sent from the first append on: start (s after it), wall ms, points, JSON KB, body KB
+        "sends": [
+            (round(t - w0, 3), round(d * 1000), p, round(j / 1024), round(b / 1024))
+            for t, d, p, j, b in sends
+            if t >= w0
         ],
         "ok": stats["unsentPoints"] == 0 and stats["written"] == n,
     }
@@ -883,11 +952,14 @@ def build_rows(args: argparse.Namespace, results: dict[str, Any]) -> list[Row]:
     )
     rows.append(
         row(
-            "remote+hybrid: unsentPoints after close / server totalDataPoints (every run)",
-            " ; ".join(f"{r['stats']['unsentPoints']} / {r['server_total']:,}" for r in e2e["remote"]),
-            f"0 / {n:,}",
+            "remote+hybrid: unsentPoints after close / spools left / server totalDataPoints (every run)",
+            " ; ".join(
+                f"{r['stats']['unsentPoints']} / {r['spools_left']} / {r['server_total']:,}"
+                for r in [*e2e["remote"], *e2e["hybrid"]]
+            ),
+            f"0 / 0 / {n:,}",
             None,
-            "all acknowledged (local, hybrid: data.jsonl complete)",
+            "all acknowledged, spool deleted (local, hybrid: data.jsonl complete)",
             all(r["ok"] for mode in e2e for r in e2e[mode]),
         )
     )
@@ -917,24 +989,24 @@ def build_rows(args: argparse.Namespace, results: dict[str, Any]) -> list[Row]:
             st["rss_growth"] <= 1.5 * lst["rss_growth"],
         )
     )
+    half = half_bytes(mq)
     rows.append(
         row(
-            "server stalled: journal on disk / dropped",
-            f"{mb(st['journal_bytes'])} / {st['stats']['dropped']:,}",
-            f"{args.stall_points:,} points appended",
+            "server stalled: spool on disk (st_blocks) / points accepted / dropped",
+            f"{mb(st['spool_disk_bytes'])} / {st['accepted']:,} / {st['dropped']:,}",
+            f"{args.stall_points:,} appended; bound: two halves of {mb(half)}",
             None,
-            "info",
-            None,
+            "spool <= two halves",
+            st["spool_disk_bytes"] <= 2 * half,
         )
     )
-    sent = args.stall_points - st["stats"]["dropped"]
     rows.append(
         row(
-            "after SIGCONT: close() sends the backlog; server totalDataPoints",
-            f"{pts(sent, st['close_s'])}; {st['server_total']:,}",
-            f"{sent:,} (appended - dropped)",
+            "after SIGCONT: close() sends the accepted points; server totalDataPoints",
+            f"{pts(st['accepted'], st['close_s'])}; {st['server_total']:,}",
+            f"{st['accepted']:,} accepted (appended - dropped)",
             None,
-            "all acknowledged",
+            "all acknowledged, spool deleted",
             st["ok"],
         )
     )
@@ -954,8 +1026,8 @@ def notes(args: argparse.Namespace, results: dict[str, Any]) -> str:
             extra = (
                 f"; server CPU during the run {fmt([r['server_cpu_s'] for r in runs], 2)}, then "
                 f"archiving {fmt([r['server_cpu_after_s'] for r in runs], 2)}; requests "
-                f"{[r['stats']['requests'] for r in runs]}, retries {[r['stats']['retries'] for r in runs]}; "
-                f"journal {mb(runs[0]['stats']['journalBytes'])}; then waited "
+                f"{[r['stats']['requests'] for r in runs]}, retries {[r['stats']['retries'] for r in runs]}, "
+                f"flushes {[r['stats']['flushes'] for r in runs]}; then waited "
                 f"{fmt([r['archive_wait_s'] for r in runs], 2)} s for the archiver"
             )
         out.append(
@@ -971,14 +1043,17 @@ def notes(args: argparse.Namespace, results: dict[str, Any]) -> str:
         f"{ap['remote_requests']} requests sent; all points on the server: {ap['ok']}"
     )
     st = results["stalled"]
+    parts = ", ".join(f"{k} {mb(v)}" for k, v in st["rss_parts_growth"].items())
     out.append(
         f"- stalled: RSS growth at N/2 {mb(st['rss_growth_half'])}, at N {mb(st['rss_growth_end'])}, once "
-        f"journaled {mb(st['rss_growth_journaled'])}, peak {mb(st['rss_growth'])}; {args.stall_points:,} "
-        f"appends took {st['append_loop_s']:.2f} s, the agent journaled the rest in "
-        f"{st['journal_catch_up_s']:.2f} s (queued then {st['queued_after']}); stats {st['stats']}; "
-        f"{st['drop_warnings']} RuntimeWarning(s); agent_stats() raised RuntimeError {st['stats_errors']} "
-        f"time(s) while polled; after SIGCONT close() took {st['close_s']:.2f} s and grew the peak RSS by "
-        f"{mb(st['close_rss_growth'])}"
+        f"handed over {mb(st['rss_growth_handed'])} ({parts}), peak {mb(st['rss_growth'])}; "
+        f"{args.stall_points:,} appends took {st['append_loop_s']:.2f} s, the agent handed the rest of the "
+        f"queue to the sink in {st['handover_s']:.2f} s (queued then {st['queued_after']}); spool "
+        f"{mb(st['spool_disk_bytes'])} on disk, {mb(st['spool_size_bytes'])} apparent (sparse); "
+        f"{st['accepted']:,} accepted, unsent + queued account for all of them: {st['accounted']}; "
+        f"stats {st['stats']}; {st['drop_warnings']} RuntimeWarning(s); after SIGCONT close() took "
+        f"{st['close_s']:.2f} s ({st['final_requests']} requests) and grew the peak RSS by "
+        f"{mb(st['close_rss_growth'])}; spools left {st['spools_left']}"
     )
     bd = results["breakdown"]
     wall = bd["wall"]["total"]
@@ -986,12 +1061,13 @@ def notes(args: argparse.Namespace, results: dict[str, Any]) -> str:
     waits = "; ".join(f"{k} {v:.3f} s" for k, v in bd["stage_wall"].items() if "wall" in k)
     out.append(
         f"- breakdown run ({args.points:,} points, {wall:.2f} s wall: append loop "
-        f"{bd['wall']['append_loop']:.2f} s, "
-        f"close() {bd['wall']['close']:.2f} s; client process CPU {bd['process_cpu']:.2f} s, server CPU "
-        f"{bd['server_cpu']:.2f} s; {bd['requests']} requests, journal {mb(bd['journal_bytes'])}). "
-        f"CPU per stage: {cpu}. Wall: {waits}. Calls: {bd['calls']}. Requests (start s after the first "
-        f"append, wall ms, body KB; the append loop ended at {bd['wall']['append_loop']:.2f} s): "
-        f"{bd['requests_timeline']}"
+        f"{bd['wall']['append_loop']:.2f} s, close() {bd['wall']['close']:.2f} s; client process CPU "
+        f"{bd['process_cpu']:.2f} s, server CPU {bd['server_cpu']:.2f} s; {bd['flushes']} flushes, "
+        f"{bd['requests']} requests, {mb(bd['json_bytes'])} of JSON lines sent as {mb(bd['body_bytes'])} "
+        f"of bodies; spool when the loop ended {mb(bd['spool_disk_bytes'])} on disk, "
+        f"{mb(bd['spool_size_bytes'])} apparent; then {bd['at_loop_end']}). CPU per stage: {cpu}. Wall: "
+        f"{waits}. Calls: {bd['calls']}. Batches sent (start s after the first append, wall ms, points, "
+        f"JSON KB, body KB; the append loop ended at {bd['wall']['append_loop']:.2f} s): {bd['sends']}"
     )
     return "\n".join(out)
 
