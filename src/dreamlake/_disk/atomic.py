@@ -36,9 +36,9 @@ def write_bytes_atomic(path: str | os.PathLike[str], blob: bytes, fsync: bool = 
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
         try:
-            view = memoryview(blob)
-            while view:
-                view = view[os.write(fd, view) :]
+            done = 0
+            while done < len(blob):  # pwrite from 0: the file was just truncated
+                done += os.pwrite(fd, memoryview(blob)[done:], done)
             if fsync:
                 os.fsync(fd)
         finally:
