@@ -127,6 +127,9 @@ class SessionDir:
         write_json_atomic(path, merged, self._fsync)
 
     def _track(self, name: str, create: bool) -> _Track | None:
+        track = self._tracks.get(name)  # a dict lookup is atomic: the lock is for creating one
+        if track is not None:
+            return track
         with self._tracks_lock:
             track = self._tracks.get(name)
             if track is None:
@@ -138,7 +141,9 @@ class SessionDir:
                 ):
                     return None
                 try:
-                    directory.mkdir(parents=True)
+                    os.mkdir(directory)
+                except FileNotFoundError:  # tracks/ removed under the session: make it again
+                    directory.mkdir(parents=True, exist_ok=True)
                 except FileExistsError:
                     # Only a directory that was there before can hold a crashed writer's leftovers;
                     # a wide session's new tracks skip the scan.

@@ -5,23 +5,25 @@ from __future__ import annotations
 import math
 import time
 
-# The formatted second of the last call: log entries come in bursts within the same second, and
-# formatting the date part is most of the cost (datetime.isoformat takes ~10x as long).
-_last_second: tuple[int, str] = (-1, "")
+# Seconds formatted lately: log entries come in bursts within the same second, and formatting the
+# date part is most of the cost (datetime.isoformat takes ~10x as long). A few seconds, not one: a
+# track's metadata alternates between its first write's second and now.
+_SECONDS: dict[int, str] = {}
+_SECONDS_KEPT = 64
 
 
 def utc_iso(seconds: float) -> str:
     """Return POSIX ``seconds`` as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (no fraction when it is zero,
     like ``datetime.isoformat``)."""
-    global _last_second
     fraction, whole_float = math.modf(seconds)  # rounded as datetime.fromtimestamp rounds
     whole, micros = int(whole_float), round(fraction * 1_000_000)
     if micros == 1_000_000:
         whole, micros = whole + 1, 0
-    second, text = _last_second
-    if second != whole:
-        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
-        _last_second = (whole, text)
+    text = _SECONDS.get(whole)
+    if text is None:
+        if len(_SECONDS) >= _SECONDS_KEPT:
+            _SECONDS.clear()
+        text = _SECONDS[whole] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
     return f"{text}.{micros:06d}Z" if micros else f"{text}Z"
 
 
