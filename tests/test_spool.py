@@ -276,6 +276,33 @@ def test_compiled_and_python_spools_write_the_same_records(tmp_path: Path) -> No
     assert records[0] == records[1]
 
 
+@pytest.mark.parametrize("compiled", [True, False])
+def test_ctrl_c_while_recording_a_new_key_is_not_swallowed(tmp_path: Path, compiled: bool) -> None:
+    # define() (a new key) and pack() are Python: a signal's KeyboardInterrupt can surface there. It
+    # must reach the caller; a key the spool cannot name (ValueError) only skips the record.
+    core_type, fifo_type = (hotpath.Spool, hotpath.Fifo) if compiled else (hotpath.PySpool, hotpath.PyFifo)
+    size = 8192 + 2 * 32 * 4096
+    with open(tmp_path / "spool", "w+b") as f:
+        f.truncate(size)
+        mapping = mmap.mmap(f.fileno(), size)
+    mapping[16:24] = (1).to_bytes(8, "little")
+    raised: list[type[BaseException]] = [KeyboardInterrupt, ValueError]
+
+    def define(key: Any) -> int:
+        raise raised.pop(0)("from define")
+
+    core = core_type(mapping=mapping, epochs_at=16, halves_at=8192, half_bytes=32 * 4096, keys={},
+                     define=define, pack=pack)
+    fifo = fifo_type()
+    fifo.attach(core, 7)
+    with pytest.raises(KeyboardInterrupt):
+        fifo.append({"step": 1})
+    assert fifo.append({"step": 2}) is None  # queued, without a record
+    assert (list(fifo), core.skipped) == ([{"step": 2}], 1)
+    core.release()
+    mapping.close()
+
+
 def test_dreamlake_recover_stores_dead_runs_without_opening_them(tmp_path: Path) -> None:
     root = tmp_path / "store"
     burst(root, "scalar", 5000, 4999)

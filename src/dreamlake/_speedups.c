@@ -818,7 +818,10 @@ static PyObject *Fifo_append(Fifo *self, PyObject *item) {
         int written = Spool_write(spool, self->track, self->appended, item);
         if (written == 0) Py_RETURN_FALSE;
         if (written < 0) {
-            /* Too many fields or keys, or bigger than a half: queued as before, without a record. */
+            /* Too many fields or keys, or bigger than a half: queued as before, without a record.
+               A KeyboardInterrupt (or SystemExit) raised in define() or pack() is not such a case:
+               it goes on up, as from the Python twin, which catches only Exception. */
+            if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_Exception)) return NULL;
             PyErr_Clear();
             spool->skipped++;
         } else {
