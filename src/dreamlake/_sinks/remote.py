@@ -150,8 +150,13 @@ class RemoteSink(Sink):
                 await self._wake.wait()
                 self._wake = anyio.Event()
                 continue
-            if failure:  # refused for good; every refusal is also raised from flush()/close()
-                self._refused.append(str(failure[0]))
+            if failure and not isinstance(failure[0], RemoteError):
+                # Moving a refused batch aside failed (a disk error): it stays sendable; not the
+                # server's fault. Say so once and try again a little later.
+                self._warn_once(f"dreamlake: keeping a refused batch failed ({failure[0]}); retrying")
+                await anyio.sleep(1)
+                continue
+            if failure:  # refused for good (recorded by _post); also raised from flush()/close()
                 self._warn_once(f"dreamlake: {failure[0]}")
             self._token_error = None
             self._signal_progress()
@@ -161,7 +166,14 @@ class RemoteSink(Sink):
     ) -> None:
         try:
             await self.sender.send(batch, request)
-        except (RemoteError, OSError) as exc:
+        except TokenRejected as exc:
+            failure.append(exc)
+        except RemoteError as exc:
+            # Recorded before any checkpoint: the batch has just left the outbox, and a drain()
+            # that saw the outbox empty must also see the refusal.
+            self._refused.append(str(exc))
+            failure.append(exc)
+        except OSError as exc:
             failure.append(exc)
 
     def _warn_once(self, message: str) -> None:
