@@ -20,10 +20,10 @@ import httpx
 
 from .._agent.recovery import outbox_of
 from .._agent.spool import Orphan, claim, read_records, sides, spool_paths
-from .._config import DEFAULT_LOCAL_PATH
+from .._config import DEFAULT_LOCAL_PATH, AgentConfig
 from .._sinks.sender import RemoteError, Sender
 
-_BATCH_POINTS = 50_000
+_BATCH_POINTS = AgentConfig().batch_size  # points per batch, as a session sends them
 
 
 def add_parser(commands: Any) -> None:

@@ -30,7 +30,7 @@ from .._disk.filestore import check_download, download_target
 from .._exceptions import ConfigError
 from .base import FileRequest, Sink, SpoolFile, TrackSpec
 from .outbox import Batch, Outbox
-from .sender import RemoteError, Sender, TokenRejected, legacy_token, send_all, sync_command
+from .sender import RemoteError, Sender, TokenRejected, legacy_token, sync_command
 
 __all__ = ["RemoteError", "RemoteSink", "TokenRejected", "legacy_token", "sync_command"]
 
@@ -191,7 +191,8 @@ class RemoteSink(Sink):
         while self._orphans:
             sender, finish = self._orphans[0]
             try:
-                await send_all(sender)
+                for batch in list(sender.outbox.sealed):
+                    await sender.send(batch)
             except RemoteError as exc:
                 self._refused.append(f"{exc} (from {sender.where})")
             finally:

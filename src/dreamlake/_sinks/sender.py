@@ -156,12 +156,6 @@ class Sender:
             delay = min(delay * 2, _BACKOFF_MAX)
 
 
-async def send_all(sender: Sender) -> None:
-    """Send every batch sealed in the sender's outbox, in order; raise what stops it."""
-    for batch in list(sender.outbox.sealed):
-        await sender.send(batch)
-
-
 def _compress(body: bytes) -> tuple[bytes, str]:
     """zstd (level 1) where the optional ``zstandard`` is installed, else gzip (level 1)."""
     try:
