@@ -63,13 +63,13 @@ def test_raise_refuses_heavy_points_past_the_bound(tmp_path: Path) -> None:
         track = s.track("t")
         for step in range(11):  # admitted while below the bound: eleven, never twelve
             track.append(**heavy(step))
-            assert s._queue.held_bytes < BOUND + HEAVY
+            assert s.agent_stats()["queuedBytes"] < BOUND + HEAVY
         with pytest.raises(QueueFullError, match="max_queue_bytes"):
             track.append(**heavy(11))
         assert s._queue.held == 11
         release.set()
         s.flush()
-        assert s._queue.held_bytes == 0
+        assert s.agent_stats()["queuedBytes"] == 0
         track.append(**heavy(POINTS))  # room again once the sink caught up
         s.close()
     assert steps_on_disk(s) == [*range(11), POINTS]
@@ -86,7 +86,7 @@ def test_drop_newest_keeps_the_bytes_bounded(tmp_path: Path) -> None:
             track.append(**heavy(11))
         for step in range(12, POINTS):
             track.append(**heavy(step))
-            assert s._queue.held_bytes < BOUND + HEAVY
+            assert s.agent_stats()["queuedBytes"] < BOUND + HEAVY
         assert s.agent_stats()["dropped"] == POINTS - 11
         release.set()
         s.close()
@@ -116,11 +116,11 @@ def test_drop_oldest_makes_room_for_a_heavy_point_with_small_ones(
                     GatedSink.entered.wait(0.001)  # let the agent's thread run
             for later in range(step, count):  # the rest stays queued: droppable
                 track.append(step=later)
-            assert s._queue.held_bytes < BOUND + small
+            assert s.agent_stats()["queuedBytes"] < BOUND + small
             dropped = s.agent_stats()["dropped"]
             track.append(**heavy(10**6))  # costs the place of many small ones, not one
         assert s.agent_stats()["dropped"] - dropped >= HEAVY // small
-        assert s._queue.held_bytes <= BOUND
+        assert s.agent_stats()["queuedBytes"] <= BOUND
         GatedSink.gate.set()
         s.close()
     finally:
@@ -149,7 +149,7 @@ def test_block_waits_for_bytes_and_loses_nothing(tmp_path: Path) -> None:
         # Nothing leaves memory while the sink is stalled: the producer waits at the bound.
         assert producer.is_alive()
         assert appended == 11
-        assert s._queue.held_bytes < BOUND + HEAVY
+        assert s.agent_stats()["queuedBytes"] < BOUND + HEAVY
         release.set()
         producer.join(60)
         assert not producer.is_alive()
@@ -177,10 +177,10 @@ def test_the_python_twins_bound_the_bytes_the_same(tmp_path: Path) -> None:
             except QueueFullError:
                 pass
             assert accepted == 11, accepted
-            assert s._queue.held_bytes < {BOUND + HEAVY}
+            assert s.agent_stats()["queuedBytes"] < {BOUND + HEAVY}
             release.set()
             s.flush()
-            assert s._queue.held_bytes == 0, s._queue.held_bytes
+            assert s.agent_stats()["queuedBytes"] == 0, s.agent_stats()["queuedBytes"]
             s.close()
         print("ok")
     """)

@@ -290,6 +290,7 @@ class Agent:
         return {
             "written": self.written,
             "queued": self.queue.held,
+            "queuedBytes": self.queue.held_bytes,  # the estimate max_queue_bytes bounds
             "dropped": self.queue.dropped,
             "writeErrors": self.write_errors,
             "flushes": self.flushes,

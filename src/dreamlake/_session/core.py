@@ -145,12 +145,12 @@ class SessionCore(LogCore):
         return self._state is State.OPEN
 
     def agent_stats(self) -> dict[str, Any]:
-        """Counters of the background agent: written, queued, dropped, writeErrors, flushes,
-        lastError, and flushLatencyMs (p50, p90, p99, max). Recorded in session.json at close."""
+        """Counters of the background agent: written, queued, queuedBytes, dropped, writeErrors,
+        flushes, lastError, and flushLatencyMs (p50, p90, p99, max). Recorded in session.json at close."""
         agent = self._agent  # kept after close(), so the final counters stay readable
         if agent is None:
-            return {"written": 0, "queued": 0, "dropped": self._queue.dropped, "writeErrors": 0,
-                    "flushes": 0, "recovered": 0, "unspooled": 0, "lastError": None,
+            return {"written": 0, "queued": 0, "queuedBytes": 0, "dropped": self._queue.dropped,
+                    "writeErrors": 0, "flushes": 0, "recovered": 0, "unspooled": 0, "lastError": None,
                     "flushLatencyMs": dict.fromkeys(("p50", "p90", "p99", "max"))}
         return agent.stats()
 
