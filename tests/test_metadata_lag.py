@@ -91,8 +91,8 @@ def test_a_failing_metadata_write_stores_no_point_twice(
     real = session_dir.write_json_atomic
     failing = {"on": False}
 
-    def write(path: Path, obj: Any, fsync: bool = False) -> None:
-        if failing["on"] and path.name == "metadata.json":
+    def write(path: str | Path, obj: Any, fsync: bool = False) -> None:
+        if failing["on"] and Path(path).name == "metadata.json":
             raise OSError(28, "No space left on device")
         real(path, obj, fsync)
 

@@ -332,9 +332,12 @@ class Agent:
                 raise error
 
     async def _write_pending(self, names: Collection[str] | None) -> StorageError | None:
-        """Write what is pending in each buffer now (so a busy producer cannot stall a flush): the
-        chunks of many tracks go to the sink as one group of up to ``max_chunk`` points, so a wide
-        session costs a sink call per batch, not per track. Return the last failure."""
+        """Write what is pending in each buffer (of the tracks pending now, so a busy producer cannot
+        stall a flush): the chunks of many tracks go to the sink as one group of up to ``max_chunk``
+        points, so a wide session costs a sink call per batch, not per track. Each track is written
+        once with what it holds when its turn comes (points appended since the snapshot too, up to
+        ``max_chunk``), and only a track holding more than ``max_chunk`` is written again, after
+        the others: a write costs per track as well as per point. Return the last failure."""
         queue, error = self.queue, None
         todo: deque[tuple[TrackBuffer, int]] = deque(queue.pending(names))
         while todo:
@@ -354,12 +357,17 @@ class Agent:
                 if remaining > len(chunk) and chunk:
                     todo.append((buffer, remaining - len(chunk)))
                 continue
-            group = [(buffer, queue.take(buffer, min(remaining, self.max_chunk)), remaining)]
-            points = len(group[0][1])
-            while todo and points < self.max_chunk and todo[0][0] is not queue.logs:
-                buffer, remaining = todo.popleft()
-                group.append((buffer, queue.take(buffer, min(remaining, self.max_chunk - points)), remaining))
-                points += len(group[-1][1])
+            chunk = queue.take(buffer, self.max_chunk)
+            group, points = [(buffer, chunk, remaining)], len(chunk)
+            while todo and todo[0][0] is not queue.logs:
+                buffer, remaining = todo[0]
+                room = self.max_chunk - points
+                if room < max(1, buffer.held()):
+                    break  # the track starts the next group rather than be split over two
+                todo.popleft()
+                chunk = queue.take(buffer, room)
+                group.append((buffer, chunk, remaining))
+                points += len(chunk)
             writes = [(b.spec, chunk) for b, chunk, _ in group]
             start = 0
             while start < len(group):

@@ -46,10 +46,10 @@ METADATA_INTERVAL = 5.0
 class _Track:
     """A track's name, its data log, the path of its metadata and what that metadata still lacks."""
 
-    def __init__(self, name: str, directory: Path, fsync: bool) -> None:
+    def __init__(self, name: str, directory: str, fsync: bool) -> None:
         self.name = name
         self.log = TrackLog(directory, fsync)
-        self.meta_path = directory / "metadata.json"
+        self.meta_path = os.path.join(directory, "metadata.json")
         self.stale = False  # data (or a spec) written since metadata.json was last replaced
         self.spec: TrackSpec | None = None  # the latest spec not yet in metadata.json
         self.first_data_at: float | None = None  # POSIX times of this process's writes
@@ -73,6 +73,7 @@ class SessionDir:
         self._fsync = fsync
         self._tracks: dict[str, _Track] = {}
         self._tracks_lock = threading.Lock()
+        self._tracks_dir = os.path.join(self.directory, "tracks")
         self._logs = NumberedLog(
             self.directory / "logs" / "logs.jsonl", "sequenceNumber", encode_log_lines, fsync
         )
@@ -135,20 +136,20 @@ class SessionDir:
             if track is None:
                 # Checked again here, not only by the session: whoever calls, the escaped name is
                 # one component that is not '.' or '..', so nothing lands outside tracks/.
-                directory = self.directory / "tracks" / track_dirname(check_track_name(name))
+                directory = os.path.join(self._tracks_dir, track_dirname(check_track_name(name)))
                 if not create and not any(
-                    (directory / f).exists() for f in ("metadata.json", "data.jsonl")
+                    os.path.exists(os.path.join(directory, f)) for f in ("metadata.json", "data.jsonl")
                 ):
                     return None
                 try:
                     os.mkdir(directory)
                 except FileNotFoundError:  # tracks/ removed under the session: make it again
-                    directory.mkdir(parents=True, exist_ok=True)
+                    os.makedirs(directory, exist_ok=True)
                 except FileExistsError:
                     # Only a directory that was there before can hold a crashed writer's leftovers;
                     # a wide session's new tracks skip the scan.
                     if not self.write_protected:
-                        sweep_track(directory)
+                        sweep_track(Path(directory))
                 track = self._tracks[name] = _Track(name, directory, self._fsync)
             return track
 
