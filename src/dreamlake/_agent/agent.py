@@ -210,6 +210,9 @@ class Agent:
         self._stopping = True
         self._wakeup.set()
         await self._done.wait()
+        # Set only now, not with closing(): a flush still running then would write the metadata
+        # of its tracks, and this last one again.
+        self.sink.last_writes()
         try:
             await self.hand_over(None)
         finally:
@@ -380,8 +383,8 @@ class Agent:
                     for b, chunk, _ in group[start:]:
                         queue.give_back(b, chunk)  # all or none of each was stored
                     raise  # cancellation (a close() past its deadline), after the give-back
+                self._stored_group(group[start:done])
                 for b, chunk, remaining in group[start:done]:
-                    self._stored(b, chunk)
                     if remaining > len(chunk) and chunk:
                         todo.append((b, remaining - len(chunk)))  # the rest, after the others
                 if failure is not None:
@@ -390,6 +393,17 @@ class Agent:
                     error = self._failed(failure, f"track {b.spec.name!r}")
                 start = done + 1  # one failing track does not hold back the others
         return error
+
+    def _stored_group(self, group: Sequence[tuple[TrackBuffer, list[Any], int]]) -> None:
+        """:meth:`_stored` for the tracks of a group write, with one release of their room."""
+        if not group:
+            return
+        self.written += sum(len(chunk) for _, chunk, _ in group)
+        self.queue.stored_group([(b, len(chunk)) for b, chunk, _ in group])
+        if self.queue.acks_later:
+            for b, _, _ in group:
+                if b.id is not None:
+                    self.sink.handed(b.id, b.handed)
 
     def _stored(self, buffer: TrackBuffer, chunk: list[Any]) -> None:
         if buffer is not self.queue.params:

@@ -512,6 +512,22 @@ class PointQueue:
             self.gate.add_bytes(-buffer.flight_bytes)
         self.release(count)
 
+    def stored_group(self, writes: list[tuple[TrackBuffer, int]]) -> None:
+        """:meth:`stored` for the tracks of one group write (none of them the parameters), under one
+        lock and with one wake-up of callers waiting for room."""
+        total = 0
+        with self._lock:
+            spool = self.spool
+            for buffer, count in writes:
+                buffer.in_flight = ([], 0, 0)
+                buffer.handed = buffer.unstored()
+                if buffer.id is not None and spool is not None:
+                    spool.mark(buffer.id, buffer.handed)
+                self.gate.add_bytes(-buffer.flight_bytes)
+                total += count
+            self.in_flight -= total
+        self.release(total)
+
     def acked(self, ends: dict[int, int]) -> None:
         """The server acknowledged each spooled track's points up to ``ends[id]``: free the spool."""
         spool = self.spool

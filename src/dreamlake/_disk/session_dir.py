@@ -66,6 +66,9 @@ class SessionDir:
 
     #: Set by :meth:`open`: the stored session refuses writes (``write_protected`` in session.json).
     write_protected = False
+    #: Set for the last writes (``close()``'s flush): a write brings the track's ``metadata.json``
+    #: in step at once, under the lock it already holds, instead of :meth:`settle` taking it again.
+    settle_as_written = False
 
     def __init__(self, root: Path, workspace: str, session: Mapping[str, Any], fsync: bool = False) -> None:
         self.directory = Path(root) / workspace / session["name"]
@@ -160,9 +163,10 @@ class SessionDir:
         ``metadata.json`` follows when it matters (see the module docstring)."""
         track = self._track(spec.name, create=True)
         assert track is not None
+        count = None
         with track.log.lock:
             if points:
-                track.log.append(points, intent)
+                count = track.log.append(points, intent)[1]
                 now = time.time()
                 if track.first_data_at is None:
                     track.first_data_at = now
@@ -172,9 +176,9 @@ class SessionDir:
                 track.spec = spec
             if not points:
                 self._sync(track)  # a track declared before its first point is listed at once
-            elif time.monotonic() - track.synced_at >= METADATA_INTERVAL:
+            elif self.settle_as_written or time.monotonic() - track.synced_at >= METADATA_INTERVAL:
                 try:
-                    self._sync(track)
+                    self._sync(track, count)
                 except OSError:
                     # The points are stored: raising would make the agent write them again. The
                     # metadata stays stale, and settle() or close() raise if it still fails.
@@ -196,9 +200,10 @@ class SessionDir:
         if error is not None:
             raise error
 
-    def _sync(self, track: _Track) -> dict[str, Any]:
-        """Replace ``metadata.json`` with one in step with the data. Call with the track's lock held."""
-        meta = self._write_meta(track, track.spec, track.log.count())
+    def _sync(self, track: _Track, count: int | None = None) -> dict[str, Any]:
+        """Replace ``metadata.json`` with one in step with the data (``count`` points, if the caller
+        has just counted them). Call with the track's lock held."""
+        meta = self._write_meta(track, track.spec, track.log.count() if count is None else count)
         track.stale, track.spec, track.synced_at = False, None, time.monotonic()
         return meta
 
