@@ -91,8 +91,8 @@ def test_a_failing_metadata_write_stores_no_point_twice(
     real = session_dir.write_json_atomic
     failing = {"on": False}
 
-    def write(path: Path, obj: Any, fsync: bool = False) -> None:
-        if failing["on"] and path.name == "metadata.json":
+    def write(path: str | Path, obj: Any, fsync: bool = False) -> None:
+        if failing["on"] and Path(path).name == "metadata.json":
             raise OSError(28, "No space left on device")
         real(path, obj, fsync)
 
@@ -115,3 +115,36 @@ def test_a_failing_metadata_write_stores_no_point_twice(
     assert meta(tmp_path, "loss")["totalDataPoints"] == 10
     s.close()
     assert lines(tmp_path, "loss") == 10
+
+
+def test_close_writes_the_metadata_with_each_tracks_last_points(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The flush of close() replaces a track's metadata.json under the lock its write holds, so
+    # close takes each track's lock once, not once to write and once more to settle.
+    locks: list[str] = []
+    lock_class = type(session_dir.TrackLog(tmp_path).lock)
+    real_enter = lock_class.__enter__
+
+    def counting_enter(self: Any) -> Any:
+        locks.append(self._log.path.parent.name)
+        return real_enter(self)
+
+    s = Session("run", "ws", local_path=tmp_path, flush_interval=3600).open()
+    tracks = [s.track(f"t{k}") for k in range(20)]
+    for step in range(3):
+        for t in tracks:
+            t.append(step=step)
+    monkeypatch.setattr(lock_class, "__enter__", counting_enter)
+    s.close()
+    assert sorted(locks) == sorted(f"t{k}" for k in range(20))
+    for k in range(20):
+        assert meta(tmp_path, f"t{k}")["totalDataPoints"] == lines(tmp_path, f"t{k}") == 3
+
+
+def test_the_last_writes_bring_the_metadata_in_step_as_they_write(sdir: SessionDir) -> None:
+    sdir.write_track(TrackSpec("a"), [{"v": 0}])
+    assert meta(sdir.directory.parent.parent, "a") is None  # lags, as any write but the last
+    sdir.settle_as_written = True
+    sdir.write_track(TrackSpec("a"), [{"v": 1}])
+    assert meta(sdir.directory.parent.parent, "a")["totalDataPoints"] == 2

@@ -210,6 +210,9 @@ class Agent:
         self._stopping = True
         self._wakeup.set()
         await self._done.wait()
+        # Set only now, not with closing(): a flush still running then would write the metadata
+        # of its tracks, and this last one again.
+        self.sink.last_writes()
         try:
             await self.hand_over(None)
         finally:
@@ -333,9 +336,12 @@ class Agent:
                 raise error
 
     async def _write_pending(self, names: Collection[str] | None) -> StorageError | None:
-        """Write what is pending in each buffer now (so a busy producer cannot stall a flush): the
-        chunks of many tracks go to the sink as one group of up to ``max_chunk`` points, so a wide
-        session costs a sink call per batch, not per track. Return the last failure."""
+        """Write what is pending in each buffer (of the tracks pending now, so a busy producer cannot
+        stall a flush): the chunks of many tracks go to the sink as one group of up to ``max_chunk``
+        points, so a wide session costs a sink call per batch, not per track. Each track is written
+        once with what it holds when its turn comes (points appended since the snapshot too, up to
+        ``max_chunk``), and only a track holding more than ``max_chunk`` is written again, after
+        the others: a write costs per track as well as per point. Return the last failure."""
         queue, error = self.queue, None
         todo: deque[tuple[TrackBuffer, int]] = deque(queue.pending(names))
         while todo:
@@ -355,12 +361,17 @@ class Agent:
                 if remaining > len(chunk) and chunk:
                     todo.append((buffer, remaining - len(chunk)))
                 continue
-            group = [(buffer, queue.take(buffer, min(remaining, self.max_chunk)), remaining)]
-            points = len(group[0][1])
-            while todo and points < self.max_chunk and todo[0][0] is not queue.logs:
-                buffer, remaining = todo.popleft()
-                group.append((buffer, queue.take(buffer, min(remaining, self.max_chunk - points)), remaining))
-                points += len(group[-1][1])
+            chunk = queue.take(buffer, self.max_chunk)
+            group, points = [(buffer, chunk, remaining)], len(chunk)
+            while todo and todo[0][0] is not queue.logs:
+                buffer, remaining = todo[0]
+                room = self.max_chunk - points
+                if room < max(1, buffer.held()):
+                    break  # the track starts the next group rather than be split over two
+                todo.popleft()
+                chunk = queue.take(buffer, room)
+                group.append((buffer, chunk, remaining))
+                points += len(chunk)
             writes = [(b.spec, chunk) for b, chunk, _ in group]
             start = 0
             while start < len(group):
@@ -373,8 +384,8 @@ class Agent:
                     for b, chunk, _ in group[start:]:
                         queue.give_back(b, chunk)  # all or none of each was stored
                     raise  # cancellation (a close() past its deadline), after the give-back
+                self._stored_group(group[start:done])
                 for b, chunk, remaining in group[start:done]:
-                    self._stored(b, chunk)
                     if remaining > len(chunk) and chunk:
                         todo.append((b, remaining - len(chunk)))  # the rest, after the others
                 if failure is not None:
@@ -383,6 +394,17 @@ class Agent:
                     error = self._failed(failure, f"track {b.spec.name!r}")
                 start = done + 1  # one failing track does not hold back the others
         return error
+
+    def _stored_group(self, group: Sequence[tuple[TrackBuffer, list[Any], int]]) -> None:
+        """:meth:`_stored` for the tracks of a group write, with one release of their room."""
+        if not group:
+            return
+        self.written += sum(len(chunk) for _, chunk, _ in group)
+        self.queue.stored_group([(b, len(chunk)) for b, chunk, _ in group])
+        if self.queue.acks_later:
+            for b, _, _ in group:
+                if b.id is not None:
+                    self.sink.handed(b.id, b.handed)
 
     def _stored(self, buffer: TrackBuffer, chunk: list[Any]) -> None:
         if buffer is not self.queue.params:

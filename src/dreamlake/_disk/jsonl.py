@@ -123,13 +123,14 @@ class NumberedLog:
 
     def __init__(
         self,
-        path: Path,
+        path: str | os.PathLike[str],
         key: str,
         encode: Callable[[int, Sequence[dict[str, Any]]], bytes],
         fsync: bool = False,
     ) -> None:
-        self.directory = path.parent
-        self.path = path
+        # A str, not a Path: a wide session makes thousands of these, and pathlib's joins and
+        # conversions at every open cost more than the open.
+        self._file = os.fspath(path)
         self.lock = _LogLock(self)
         self._decoder = _NUMBER_DECODERS[key]
         self._key = key
@@ -139,6 +140,16 @@ class NumberedLog:
         self._count = 0  # lines in the file at that size
         self._before_append = (0, 0)  # size and count before the last append
 
+    @property
+    def path(self) -> Path:
+        """The file."""
+        return Path(self._file)
+
+    @property
+    def directory(self) -> Path:
+        """The file's directory."""
+        return Path(os.path.dirname(self._file))
+
     def append(
         self, points: Sequence[dict[str, Any]], intent: Callable[[int], None] | None = None
     ) -> tuple[int, int]:
@@ -146,22 +157,21 @@ class NumberedLog:
 
         ``intent(first_number)`` is called before anything is written (the spool records it).
         """
-        fd = self._pin()
+        fd = self.lock.fd  # pinned while the lock is held
+        size, first = self._tail(fd)
+        if intent is not None:
+            intent(first)
+        blob = self._encode(first, points)
         try:
-            size, first = self._tail(fd)
-            if intent is not None:
-                intent(first)
-            blob = self._encode(first, points)
-            try:
-                _write_all(fd, blob)
-                if self._fsync:
-                    os.fsync(fd)
-            except BaseException:
-                # Leave no partial batch behind: the caller keeps the points and retries them.
-                os.ftruncate(fd, size)
-                raise
-        finally:
-            FILES.unpin(self)
+            written = os.write(fd, blob)
+            if written < len(blob):  # a short write (a signal, a full disk): write the rest
+                _write_all(fd, memoryview(blob)[written:])
+            if self._fsync:
+                os.fsync(fd)
+        except BaseException:
+            # Leave no partial batch behind: the caller keeps the points and retries them.
+            os.ftruncate(fd, size)
+            raise
         self._size = size + len(blob)
         self._count = first + len(points)
         self._before_append = (size, first)
@@ -170,35 +180,24 @@ class NumberedLog:
     def undo_append(self) -> None:
         """Remove what the last :meth:`append` wrote (what must accompany it failed). With ``lock``."""
         size, count = self._before_append
-        fd = self._pin()
-        try:
-            os.ftruncate(fd, size)
-        finally:
-            FILES.unpin(self)
+        os.ftruncate(self.lock.fd, size)
         self._size, self._count = size, count
 
     def count(self) -> int:
         """Number of points in the file (repairs a torn tail). Call with ``lock`` held."""
-        fd = self._pin()
-        try:
-            return self._tail(fd)[1]
-        finally:
-            FILES.unpin(self)
+        return self._tail(self.lock.fd)[1]
 
     def stored_prefix(self, first: int, items: Sequence[dict[str, Any]]) -> int:
         """How many of ``items``, numbered from ``first``, the file holds as they would be written
         (a write cut short by a kill). Call with ``lock`` held."""
-        fd = self._pin()
-        try:
-            size, count = self._tail(fd)
-            n = min(len(items), count - first)
-            if n <= 0:
-                return 0
-            start = 0 if first == 0 else self._offset(fd, first, size, count)
-            end = size if first + n == count else self._offset(fd, first + n, size, count)
-            stored = os.pread(fd, end - start, start).splitlines(keepends=True)
-        finally:
-            FILES.unpin(self)
+        fd = self.lock.fd
+        size, count = self._tail(fd)
+        n = min(len(items), count - first)
+        if n <= 0:
+            return 0
+        start = 0 if first == 0 else self._offset(fd, first, size, count)
+        end = size if first + n == count else self._offset(fd, first + n, size, count)
+        stored = os.pread(fd, end - start, start).splitlines(keepends=True)
         expected = self._encode(first, items[:n]).splitlines(keepends=True)
         same = 0
         while same < n and stored[same] == expected[same]:
@@ -243,10 +242,10 @@ class NumberedLog:
         return FILES.pin(self, self._open)
 
     def _open(self) -> int:
-        created = self._fsync and not self.path.exists()
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        created = self._fsync and not os.path.exists(self._file)
+        fd = os.open(self._file, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         if created:
-            fsync_dir(self.directory)
+            fsync_dir(os.path.dirname(self._file))
         return fd
 
     def _tail(self, fd: int) -> tuple[int, int]:
@@ -325,12 +324,12 @@ class _LogLock:
     not excluded from each other.)
     """
 
-    __slots__ = ("_fd", "_log", "_thread_lock")
+    __slots__ = ("_log", "_thread_lock", "fd")
 
     def __init__(self, log: NumberedLog) -> None:
         self._log = log
         self._thread_lock = threading.Lock()
-        self._fd = -1
+        self.fd = -1  # the log's descriptor, pinned, while the lock is held
 
     def __enter__(self) -> _LogLock:
         self._thread_lock.acquire()
@@ -344,7 +343,7 @@ class _LogLock:
         except BaseException:
             self._thread_lock.release()
             raise
-        self._fd = fd
+        self.fd = fd
         return self
 
     def __exit__(
@@ -354,8 +353,9 @@ class _LogLock:
         tb: TracebackType | None,
     ) -> None:
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
         finally:
+            self.fd = -1
             FILES.unpin(self._log)
             self._thread_lock.release()
 
@@ -363,11 +363,11 @@ class _LogLock:
 class TrackLog(NumberedLog):
     """A track's ``data.jsonl``."""
 
-    def __init__(self, directory: Path, fsync: bool = False) -> None:
-        super().__init__(directory / "data.jsonl", "index", encode_lines, fsync)
+    def __init__(self, directory: str | os.PathLike[str], fsync: bool = False) -> None:
+        super().__init__(os.path.join(directory, "data.jsonl"), "index", encode_lines, fsync)
 
 
-def _write_all(fd: int, blob: bytes) -> None:
+def _write_all(fd: int, blob: bytes | memoryview) -> None:
     view = memoryview(blob)
     while view:
         written = os.write(fd, view)

@@ -46,10 +46,10 @@ METADATA_INTERVAL = 5.0
 class _Track:
     """A track's name, its data log, the path of its metadata and what that metadata still lacks."""
 
-    def __init__(self, name: str, directory: Path, fsync: bool) -> None:
+    def __init__(self, name: str, directory: str, fsync: bool) -> None:
         self.name = name
         self.log = TrackLog(directory, fsync)
-        self.meta_path = directory / "metadata.json"
+        self.meta_path = os.path.join(directory, "metadata.json")
         self.stale = False  # data (or a spec) written since metadata.json was last replaced
         self.spec: TrackSpec | None = None  # the latest spec not yet in metadata.json
         self.first_data_at: float | None = None  # POSIX times of this process's writes
@@ -66,6 +66,9 @@ class SessionDir:
 
     #: Set by :meth:`open`: the stored session refuses writes (``write_protected`` in session.json).
     write_protected = False
+    #: Set for the last writes (``close()``'s flush): a write brings the track's ``metadata.json``
+    #: in step at once, under the lock it already holds, instead of :meth:`settle` taking it again.
+    settle_as_written = False
 
     def __init__(self, root: Path, workspace: str, session: Mapping[str, Any], fsync: bool = False) -> None:
         self.directory = Path(root) / workspace / session["name"]
@@ -73,6 +76,7 @@ class SessionDir:
         self._fsync = fsync
         self._tracks: dict[str, _Track] = {}
         self._tracks_lock = threading.Lock()
+        self._tracks_dir = os.path.join(self.directory, "tracks")
         self._logs = NumberedLog(
             self.directory / "logs" / "logs.jsonl", "sequenceNumber", encode_log_lines, fsync
         )
@@ -135,20 +139,20 @@ class SessionDir:
             if track is None:
                 # Checked again here, not only by the session: whoever calls, the escaped name is
                 # one component that is not '.' or '..', so nothing lands outside tracks/.
-                directory = self.directory / "tracks" / track_dirname(check_track_name(name))
+                directory = os.path.join(self._tracks_dir, track_dirname(check_track_name(name)))
                 if not create and not any(
-                    (directory / f).exists() for f in ("metadata.json", "data.jsonl")
+                    os.path.exists(os.path.join(directory, f)) for f in ("metadata.json", "data.jsonl")
                 ):
                     return None
                 try:
                     os.mkdir(directory)
                 except FileNotFoundError:  # tracks/ removed under the session: make it again
-                    directory.mkdir(parents=True, exist_ok=True)
+                    os.makedirs(directory, exist_ok=True)
                 except FileExistsError:
                     # Only a directory that was there before can hold a crashed writer's leftovers;
                     # a wide session's new tracks skip the scan.
                     if not self.write_protected:
-                        sweep_track(directory)
+                        sweep_track(Path(directory))
                 track = self._tracks[name] = _Track(name, directory, self._fsync)
             return track
 
@@ -159,9 +163,10 @@ class SessionDir:
         ``metadata.json`` follows when it matters (see the module docstring)."""
         track = self._track(spec.name, create=True)
         assert track is not None
+        count = None
         with track.log.lock:
             if points:
-                track.log.append(points, intent)
+                count = track.log.append(points, intent)[1]
                 now = time.time()
                 if track.first_data_at is None:
                     track.first_data_at = now
@@ -171,9 +176,9 @@ class SessionDir:
                 track.spec = spec
             if not points:
                 self._sync(track)  # a track declared before its first point is listed at once
-            elif time.monotonic() - track.synced_at >= METADATA_INTERVAL:
+            elif self.settle_as_written or time.monotonic() - track.synced_at >= METADATA_INTERVAL:
                 try:
-                    self._sync(track)
+                    self._sync(track, count)
                 except OSError:
                     # The points are stored: raising would make the agent write them again. The
                     # metadata stays stale, and settle() or close() raise if it still fails.
@@ -195,9 +200,10 @@ class SessionDir:
         if error is not None:
             raise error
 
-    def _sync(self, track: _Track) -> dict[str, Any]:
-        """Replace ``metadata.json`` with one in step with the data. Call with the track's lock held."""
-        meta = self._write_meta(track, track.spec, track.log.count())
+    def _sync(self, track: _Track, count: int | None = None) -> dict[str, Any]:
+        """Replace ``metadata.json`` with one in step with the data (``count`` points, if the caller
+        has just counted them). Call with the track's lock held."""
+        meta = self._write_meta(track, track.spec, track.log.count() if count is None else count)
         track.stale, track.spec, track.synced_at = False, None, time.monotonic()
         return meta
 

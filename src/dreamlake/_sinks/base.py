@@ -152,6 +152,12 @@ class Sink(abc.ABC):
         """The agent's flush has handed over everything it took: what came since is one batch."""
         return None  # nothing to do for a sink that stores as it writes
 
+    def last_writes(self) -> None:
+        """What is written from now on is the session's last (the flush of ``close()``): a sink that
+        derives files from the data (local ``metadata.json``) may bring them in step as it writes,
+        rather than in a pass of its own."""
+        return None  # nothing derived lags in a sink that stores as it writes
+
     def closing(self) -> None:
         """The session is closing: what is handed over from now on is the last, so a bound that
         would make it wait (a remote sink's journal) no longer applies."""

@@ -77,6 +77,9 @@ class HybridSink(Sink):
     async def flushed(self) -> None:
         await self.remote.flushed()
 
+    def last_writes(self) -> None:
+        self.local.last_writes()
+
     def closing(self) -> None:
         self.remote.closing()
 

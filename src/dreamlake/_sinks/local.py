@@ -53,6 +53,9 @@ class LocalSink(Sink):
                 raise GroupWriteError(done, exc) from exc
         return len(writes)
 
+    def last_writes(self) -> None:
+        self.dir.settle_as_written = True
+
     async def settle(self, names: Collection[str] | None) -> None:
         await _in_thread(self.dir.settle, names)
 
