@@ -322,7 +322,7 @@ class Agent:
                         raise
                     error = self._failed(exc, "parameters")
                 else:
-                    self._stored(self.queue.params, deltas)
+                    self._stored([(self.queue.params, deltas)])
             error = await self._write_pending(names) or error
             await self.sink.flushed()
             self.queue.free_spool()
@@ -357,7 +357,7 @@ class Agent:
                         raise  # cancellation (a close() past its deadline), after the give-back
                     error = self._failed(exc, "logs")
                     continue
-                self._stored(buffer, chunk)
+                self._stored([(buffer, chunk)])
                 if remaining > len(chunk) and chunk:
                     todo.append((buffer, remaining - len(chunk)))
                 continue
@@ -384,7 +384,7 @@ class Agent:
                     for b, chunk, _ in group[start:]:
                         queue.give_back(b, chunk)  # all or none of each was stored
                     raise  # cancellation (a close() past its deadline), after the give-back
-                self._stored_group(group[start:done])
+                self._stored([(b, chunk) for b, chunk, _ in group[start:done]])
                 for b, chunk, remaining in group[start:done]:
                     if remaining > len(chunk) and chunk:
                         todo.append((b, remaining - len(chunk)))  # the rest, after the others
@@ -395,23 +395,14 @@ class Agent:
                 start = done + 1  # one failing track does not hold back the others
         return error
 
-    def _stored_group(self, group: Sequence[tuple[TrackBuffer, list[Any], int]]) -> None:
-        """:meth:`_stored` for the tracks of a group write, with one release of their room."""
-        if not group:
-            return
-        self.written += sum(len(chunk) for _, chunk, _ in group)
-        self.queue.stored_group([(b, len(chunk)) for b, chunk, _ in group])
+    def _stored(self, group: Sequence[tuple[TrackBuffer, list[Any]]]) -> None:
+        """The writes of ``group`` (one buffer's, or a group write's tracks) finished."""
+        self.written += sum(len(chunk) for b, chunk in group if b is not self.queue.params)
+        self.queue.stored([(b, len(chunk)) for b, chunk in group])
         if self.queue.acks_later:
-            for b, _, _ in group:
+            for b, _ in group:
                 if b.id is not None:
-                    self.sink.handed(b.id, b.handed)
-
-    def _stored(self, buffer: TrackBuffer, chunk: list[Any]) -> None:
-        if buffer is not self.queue.params:
-            self.written += len(chunk)
-        self.queue.stored(buffer, len(chunk))
-        if buffer.id is not None and self.queue.acks_later:
-            self.sink.handed(buffer.id, buffer.handed)  # the spool keeps them until acknowledged
+                    self.sink.handed(b.id, b.handed)  # the spool keeps them until acknowledged
 
     def _failed(self, exc: Exception, what: str) -> StorageError:
         self.write_errors += 1

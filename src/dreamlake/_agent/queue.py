@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import warnings
-from collections.abc import Awaitable, Callable, Collection, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from typing import Any
 
 import anyio
@@ -498,23 +498,11 @@ class PointQueue:
                 buffer.spec_dirty = True
                 self.in_flight -= len(points)
 
-    def stored(self, buffer: TrackBuffer, count: int) -> None:
-        """A write of ``count`` taken points finished: they leave memory, and the spool unless a
-        server has yet to acknowledge them (then ``buffer.handed`` is what it will acknowledge)."""
-        with self._lock:
-            buffer.in_flight = ([], 0, 0)
-            buffer.handed = buffer.unstored()
-            if buffer.id is not None and self.spool is not None:
-                self.spool.mark(buffer.id, buffer.handed)  # in the local files (remote mode: unused)
-            if buffer is self.params:
-                return
-            self.in_flight -= count
-            self.gate.add_bytes(-buffer.flight_bytes)
-        self.release(count)
-
-    def stored_group(self, writes: list[tuple[TrackBuffer, int]]) -> None:
-        """:meth:`stored` for the tracks of one group write (none of them the parameters), under one
-        lock and with one wake-up of callers waiting for room."""
+    def stored(self, writes: Sequence[tuple[TrackBuffer, int]]) -> None:
+        """Writes of ``count`` taken points of each buffer finished (one group write, or one
+        buffer's): they leave memory, and the spool unless a server has yet to acknowledge them
+        (then ``buffer.handed`` is what it will acknowledge). One lock and one wake-up of callers
+        waiting for room for the whole group."""
         total = 0
         with self._lock:
             spool = self.spool
@@ -522,11 +510,13 @@ class PointQueue:
                 buffer.in_flight = ([], 0, 0)
                 buffer.handed = buffer.unstored()
                 if buffer.id is not None and spool is not None:
-                    spool.mark(buffer.id, buffer.handed)
-                self.gate.add_bytes(-buffer.flight_bytes)
-                total += count
+                    spool.mark(buffer.id, buffer.handed)  # in the local files (remote mode: unused)
+                if buffer is not self.params:
+                    self.gate.add_bytes(-buffer.flight_bytes)
+                    total += count
             self.in_flight -= total
-        self.release(total)
+        if total:
+            self.release(total)
 
     def acked(self, ends: dict[int, int]) -> None:
         """The server acknowledged each spooled track's points up to ``ends[id]``: free the spool."""
