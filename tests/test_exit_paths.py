@@ -289,16 +289,16 @@ def test_program_catching_keyboardinterrupt_keeps_logging(tmp_path: Path) -> Non
 SLOW_DISK = """
 import dreamlake._disk.session_dir
 
-_original_write = dreamlake._disk.session_dir.SessionDir.write_track
+_original_write = dreamlake._disk.session_dir.SessionDir.write_tracks
 
 
-def _slow_write(self, spec, points, intent=None):
+def _slow_write(self, writes, intent=None):
     open(os.path.join(ROOT, f"writing-{os.getpid()}"), "w").close()
     time.sleep(WRITE_SECONDS)
-    return _original_write(self, spec, points, intent)
+    return _original_write(self, writes, intent)
 
 
-dreamlake._disk.session_dir.SessionDir.write_track = _slow_write
+dreamlake._disk.session_dir.SessionDir.write_tracks = _slow_write
 """
 
 

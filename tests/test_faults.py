@@ -190,6 +190,9 @@ def write(fd, data):
     return real_write(fd, data)
 
 os.write = write
+import dreamlake._disk.runs, dreamlake._disk.session_dir
+# the Python twin of the group write, which writes with os.write (the C one cannot be stalled from here)
+dreamlake._disk.session_dir.write_runs = dreamlake._disk.runs.py_write_runs
 from dreamlake import FlushTimeoutError
 s = Session(NAME, WS, local_path=ROOT, batch_size=1000, max_queue=200_000, close_timeout=30).open()
 track = s.track("loss")

@@ -151,16 +151,16 @@ else:
     # each worker's first write make that ordering certain.
     import dreamlake._disk.session_dir
 
-    original_write = dreamlake._disk.session_dir.SessionDir.write_track
+    original_write = dreamlake._disk.session_dir.SessionDir.write_tracks
     parent = os.getpid()
 
-    def slow_write(self, spec, points, intent=None):
+    def slow_write(self, writes, intent=None):
         if os.getpid() != parent:
             open(os.path.join(ROOT, f"writing-{os.getpid()}"), "w").close()
         time.sleep(0.3)
-        return original_write(self, spec, points, intent)
+        return original_write(self, writes, intent)
 
-    dreamlake._disk.session_dir.SessionDir.write_track = slow_write
+    dreamlake._disk.session_dir.SessionDir.write_tracks = slow_write
     pool = ctx.Pool(2)
     results = pool.map(square, range(C), chunksize=50)
     print("results", sum(r for _, r in results), flush=True)

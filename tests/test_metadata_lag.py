@@ -88,15 +88,21 @@ def test_flush_and_close_bring_metadata_in_step(tmp_path: Path) -> None:
 def test_a_failing_metadata_write_stores_no_point_twice(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = session_dir.write_json_atomic
+    real, real_temporary = session_dir.write_json_atomic, session_dir.temporary_beside
     failing = {"on": False}
+    blocker = tmp_path / "blocker"  # a directory where a flush's temporary metadata file would go
+    blocker.mkdir()
 
-    def write(path: str | Path, obj: Any, fsync: bool = False) -> None:
+    def write(path: str | Path, obj: Any, fsync: bool = False) -> Any:
         if failing["on"] and Path(path).name == "metadata.json":
             raise OSError(28, "No space left on device")
-        real(path, obj, fsync)
+        return real(path, obj, fsync)
+
+    def temporary(path: str) -> str:
+        return str(blocker) if failing["on"] else real_temporary(path)
 
     monkeypatch.setattr(session_dir, "write_json_atomic", write)
+    monkeypatch.setattr(session_dir, "temporary_beside", temporary)
     monkeypatch.setattr(session_dir, "METADATA_INTERVAL", 0.0)  # every write tries the metadata
     s = Session("run", "ws", local_path=tmp_path, flush_interval=3600).open()
     t = s.track("loss")
@@ -124,11 +130,16 @@ def test_close_writes_the_metadata_with_each_tracks_last_points(
     # close takes each track's lock once, not once to write and once more to settle.
     locks: list[str] = []
     lock_class = type(session_dir.TrackLog(tmp_path).lock)
-    real_enter = lock_class.__enter__
+    real_enter, real_runs = lock_class.__enter__, session_dir.write_runs
 
     def counting_enter(self: Any) -> Any:
         locks.append(self._log.path.parent.name)
         return real_enter(self)
+
+    def counting_runs(runs: list[Any]) -> Any:  # a run takes its track's lock too (in C)
+        done = real_runs(runs)
+        locks.extend(Path(run[1]).parent.name for run in runs[: len(done)])
+        return done
 
     s = Session("run", "ws", local_path=tmp_path, flush_interval=3600).open()
     tracks = [s.track(f"t{k}") for k in range(20)]
@@ -136,6 +147,7 @@ def test_close_writes_the_metadata_with_each_tracks_last_points(
         for t in tracks:
             t.append(step=step)
     monkeypatch.setattr(lock_class, "__enter__", counting_enter)
+    monkeypatch.setattr(session_dir, "write_runs", counting_runs)
     s.close()
     assert sorted(locks) == sorted(f"t{k}" for k in range(20))
     for k in range(20):

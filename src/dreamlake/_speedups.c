@@ -8,9 +8,14 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <string.h>
 #include <structmember.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 typedef struct {
     PyObject_HEAD
@@ -78,10 +83,23 @@ static PyTypeObject GateType = {
     .tp_methods = Gate_methods,
 };
 
+/* The Fifo (below) a hot path appends to directly when its items_append is a Fifo's append. */
+static PyTypeObject FifoType;
+static PyObject *Fifo_append(PyObject *self, PyObject *item);
+static int fifo_add(PyObject *fifo, PyObject *item, Py_ssize_t bytes, int record);
+
+static PyObject *fifo_of(PyObject *items_append) {
+    if (!PyCFunction_Check(items_append) || PyCFunction_GET_FUNCTION(items_append) != (PyCFunction)Fifo_append)
+        return NULL;
+    PyObject *self = PyCFunction_GET_SELF(items_append);
+    return self != NULL && Py_IS_TYPE(self, &FifoType) ? self : NULL;
+}
+
 typedef struct {
     PyObject_HEAD
     Gate *gate;
     PyObject *items_append; /* the bound append of the track's deque */
+    PyObject *fifo;         /* ... if it is a Fifo's: that Fifo (borrowed through items_append) */
     PyObject *admit;        /* admit(fields, ticket): the queue's slow path */
     PyObject *normalize;    /* normalize(fields) -> JSON-ready copy, or raises */
     PyObject *done;         /* returned by the fast path: None, or a Ready for the async face */
@@ -167,18 +185,23 @@ static PyObject *py_points_bytes(PyObject *module, PyObject *points) {
 
 /* Send `fields` (a new reference, consumed) to the deque and return `done`, or return what the
  * queue's slow path admit() returns (for AsyncSession: something to await while the queue is full). */
-static PyObject *enqueue(Gate *gate, PyObject *items_append, PyObject *admit, PyObject *done, PyObject *fields,
-                         Py_ssize_t size) {
+static PyObject *enqueue(Gate *gate, PyObject *items_append, PyObject *fifo, PyObject *admit, PyObject *done,
+                         PyObject *fields, Py_ssize_t size) {
     Py_ssize_t ticket = gate->seq++;
     PyObject *result;
     if (ticket - gate->taken < gate->threshold && gate->bytes < gate->byte_threshold) {
-        result = PyObject_CallOneArg(items_append, fields);
-        if (result == Py_False) { /* the spool is full: the slow path applies on_full */
-            Py_DECREF(result);
-            goto slow;
+        int queued;
+        if (fifo != NULL) { /* the Fifo keeps the size, so the agent need not walk the point again */
+            queued = fifo_add(fifo, fields, size, 1);
+        } else {
+            result = PyObject_CallOneArg(items_append, fields);
+            queued = result == NULL ? -1 : result != Py_False;
+            Py_XDECREF(result);
         }
-        if (result != NULL) {
-            Py_DECREF(result);
+        if (queued == 0) goto slow; /* the spool is full: the slow path applies on_full */
+        if (queued < 0) {
+            result = NULL;
+        } else {
             gate->bytes += size;
             result = Py_NewRef(done);
         }
@@ -243,7 +266,7 @@ static PyObject *TrackCore_append(TrackCore *self, PyObject *args, PyObject *kwa
         }
         size += scalar_bytes(value);
     }
-    return enqueue(self->gate, self->items_append, self->admit, self->done, fields, size);
+    return enqueue(self->gate, self->items_append, self->fifo, self->admit, self->done, fields, size);
 }
 
 static int TrackCore_init(TrackCore *self, PyObject *args, PyObject *kwargs) {
@@ -254,6 +277,7 @@ static int TrackCore_init(TrackCore *self, PyObject *args, PyObject *kwargs) {
         return -1;
     Py_XSETREF(self->gate, (Gate *)Py_NewRef(gate));
     Py_XSETREF(self->items_append, Py_NewRef(items_append));
+    self->fifo = fifo_of(items_append);
     Py_XSETREF(self->admit, Py_NewRef(admit));
     Py_XSETREF(self->normalize, Py_NewRef(normalize));
     Py_XSETREF(self->done, Py_NewRef(done));
@@ -272,6 +296,7 @@ static int TrackCore_traverse(TrackCore *self, visitproc visit, void *arg) {
 static int TrackCore_clear(TrackCore *self) {
     Py_CLEAR(self->gate);
     Py_CLEAR(self->items_append);
+    self->fifo = NULL;
     Py_CLEAR(self->admit);
     Py_CLEAR(self->normalize);
     Py_CLEAR(self->done);
@@ -315,6 +340,7 @@ typedef struct {
     PyObject_HEAD
     Gate *gate;
     PyObject *items_append;
+    PyObject *fifo; /* as in TrackCore */
     PyObject *admit;
     PyObject *levels; /* dict: accepted spelling -> canonical level */
     PyObject *clock;  /* time.time */
@@ -389,7 +415,7 @@ static PyObject *LogCore_log(LogCore *self, PyObject *args, PyObject *kwargs) {
     Py_DECREF(timestamp);
     if (failed || PyDict_SetItem(entry, k_level, canonical) < 0 || PyDict_SetItem(entry, k_message, message) < 0)
         goto fail;
-    return enqueue(self->gate, self->items_append, self->admit, self->done, entry, point_bytes(entry));
+    return enqueue(self->gate, self->items_append, self->fifo, self->admit, self->done, entry, point_bytes(entry));
 fail:
     Py_DECREF(entry);
     return NULL;
@@ -399,7 +425,7 @@ slow:
 
 static PyObject *LogCore_put(LogCore *self, PyObject *entry) {
     Py_INCREF(entry);
-    return enqueue(self->gate, self->items_append, self->admit, self->done, entry, point_bytes(entry));
+    return enqueue(self->gate, self->items_append, self->fifo, self->admit, self->done, entry, point_bytes(entry));
 }
 
 /* track(name, ...): the docs' `session.track(name).append(...)` in a loop. A plain str name seen before
@@ -436,6 +462,7 @@ static int LogCore_init(LogCore *self, PyObject *args, PyObject *kwargs) {
     Py_XSETREF(self->track_slow, Py_XNewRef(track_slow));
     Py_XSETREF(self->gate, (Gate *)Py_NewRef(gate));
     Py_XSETREF(self->items_append, Py_NewRef(items_append));
+    self->fifo = fifo_of(items_append);
     Py_XSETREF(self->admit, Py_NewRef(admit));
     Py_XSETREF(self->levels, Py_NewRef(levels));
     Py_XSETREF(self->clock, Py_NewRef(clock));
@@ -461,6 +488,7 @@ static int LogCore_traverse(LogCore *self, visitproc visit, void *arg) {
 static int LogCore_clear(LogCore *self) {
     Py_CLEAR(self->gate);
     Py_CLEAR(self->items_append);
+    self->fifo = NULL;
     Py_CLEAR(self->admit);
     Py_CLEAR(self->levels);
     Py_CLEAR(self->clock);
@@ -787,8 +815,10 @@ static PyTypeObject SpoolType = {
 typedef struct {
     PyObject_HEAD
     PyObject **items;
+    Py_ssize_t *sizes;               /* sizes[i]: the point_bytes of items[i] */
     Py_ssize_t capacity, head, size; /* items[head], items[head + 1], ... (mod capacity) */
     Py_ssize_t appended;             /* items ever appended: the next item's seq */
+    Py_ssize_t taken_bytes;          /* the point_bytes of what the last take() returned */
     Spool *spool;                    /* where append() records each item first, or NULL */
     uint32_t track;                  /* the id its records carry */
     uint64_t last_epoch[2];          /* per half: its epoch when this Fifo last wrote there */
@@ -798,30 +828,42 @@ typedef struct {
 static int Fifo_grow(Fifo *self) {
     Py_ssize_t capacity = self->capacity ? self->capacity * 2 : 64;
     PyObject **items = PyMem_New(PyObject *, capacity);
-    if (items == NULL) {
+    Py_ssize_t *sizes = PyMem_New(Py_ssize_t, capacity);
+    if (items == NULL || sizes == NULL) {
+        PyMem_Free(items);
+        PyMem_Free(sizes);
         PyErr_NoMemory();
         return -1;
     }
-    for (Py_ssize_t i = 0; i < self->size; i++) items[i] = self->items[(self->head + i) % self->capacity];
+    for (Py_ssize_t i = 0; i < self->size; i++) {
+        items[i] = self->items[(self->head + i) % self->capacity];
+        sizes[i] = self->sizes[(self->head + i) % self->capacity];
+    }
     PyMem_Free(self->items);
+    PyMem_Free(self->sizes);
     self->items = items;
+    self->sizes = sizes;
     self->capacity = capacity;
     self->head = 0;
     return 0;
 }
 
-/* append(item): queue it, recording it in the spool first; False (nothing queued) if the spool is full. */
-static PyObject *Fifo_append(Fifo *self, PyObject *item) {
-    if (self->size == self->capacity && Fifo_grow(self) < 0) return NULL;
+/* Queue `item` of `bytes` (its point_bytes), recording it in the spool first if `record`: 1 if queued,
+ * 0 if not (the spool is full), -1 on error. */
+static int fifo_add(PyObject *fifo, PyObject *item, Py_ssize_t bytes, int record) {
+    Fifo *self = (Fifo *)fifo;
+    if (self->size == self->capacity && Fifo_grow(self) < 0) return -1;
     Spool *spool = self->spool;
-    if (spool != NULL && PyDict_CheckExact(item)) {
+    if (spool != NULL && !record) {
+        spool->skipped++;
+    } else if (spool != NULL && PyDict_CheckExact(item)) {
         int written = Spool_write(spool, self->track, self->appended, item);
-        if (written == 0) Py_RETURN_FALSE;
+        if (written == 0) return 0;
         if (written < 0) {
             /* Too many fields or keys, or bigger than a half: queued as before, without a record.
                A KeyboardInterrupt (or SystemExit) raised in define() or pack() is not such a case:
                it goes on up, as from the Python twin, which catches only Exception. */
-            if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_Exception)) return NULL;
+            if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_Exception)) return -1;
             PyErr_Clear();
             spool->skipped++;
         } else {
@@ -829,19 +871,25 @@ static PyObject *Fifo_append(Fifo *self, PyObject *item) {
             self->last_seq[spool->active] = self->appended;
         }
     }
-    self->items[(self->head + self->size) % self->capacity] = Py_NewRef(item);
+    Py_ssize_t at = (self->head + self->size) % self->capacity;
+    self->items[at] = Py_NewRef(item);
+    self->sizes[at] = bytes;
     self->size++;
     self->appended++;
+    return 1;
+}
+
+/* append(item): queue it, recording it in the spool first; False (nothing queued) if the spool is full. */
+static PyObject *Fifo_append(PyObject *self, PyObject *item) {
+    int queued = fifo_add(self, item, point_bytes(item), 1);
+    if (queued < 0) return NULL;
+    if (queued == 0) Py_RETURN_FALSE;
     Py_RETURN_NONE;
 }
 
 /* push(item): queue it without a record (the spool is full and the caller cannot wait). */
 static PyObject *Fifo_push(Fifo *self, PyObject *item) {
-    if (self->size == self->capacity && Fifo_grow(self) < 0) return NULL;
-    if (self->spool != NULL) self->spool->skipped++;
-    self->items[(self->head + self->size) % self->capacity] = Py_NewRef(item);
-    self->size++;
-    self->appended++;
+    if (fifo_add((PyObject *)self, item, point_bytes(item), 0) < 0) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -888,17 +936,22 @@ static PyObject *Fifo_take(Fifo *self, PyObject *arg) {
     if (n < 0) n = 0;
     PyObject *out = PyList_New(n);
     if (out == NULL) return NULL;
+    Py_ssize_t bytes = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyList_SET_ITEM(out, i, self->items[self->head]); /* the reference moves to the list */
+        bytes += self->sizes[self->head];
         self->head = (self->head + 1) % self->capacity;
     }
     self->size -= n;
+    self->taken_bytes = bytes;
     return out;
 }
 
 static void Fifo_release(Fifo *self) {
     PyObject **items = self->items;
     Py_ssize_t capacity = self->capacity, head = self->head, size = self->size;
+    PyMem_Free(self->sizes);
+    self->sizes = NULL;
     self->items = NULL;
     self->capacity = self->head = self->size = 0;
     for (Py_ssize_t i = 0; i < size; i++) Py_DECREF(items[(head + i) % capacity]);
@@ -927,7 +980,7 @@ static void Fifo_dealloc(Fifo *self) {
 }
 
 static PyMethodDef Fifo_methods[] = {
-    {"append", (PyCFunction)Fifo_append, METH_O, "Add an item at the end."},
+    {"append", Fifo_append, METH_O, "Add an item at the end."},
     {"popleft", (PyCFunction)Fifo_popleft, METH_NOARGS, "Remove and return the oldest item."},
     {"take", (PyCFunction)Fifo_take, METH_O, "Remove and return the n oldest items as a list."},
     {"clear", (PyCFunction)Fifo_clear, METH_NOARGS, "Remove every item."},
@@ -939,6 +992,7 @@ static PyMethodDef Fifo_methods[] = {
 
 static PyMemberDef Fifo_members[] = {
     {"appended", T_PYSSIZET, offsetof(Fifo, appended), READONLY, "items ever appended"},
+    {"taken_bytes", T_PYSSIZET, offsetof(Fifo, taken_bytes), READONLY, "point_bytes of the last take()"},
     {NULL},
 };
 
@@ -1015,10 +1069,164 @@ static PyObject *frame_lines(PyObject *module, PyObject *args) {
     return out;
 }
 
+/* write_runs: the data writes of one flush of a wide session, one system call after another with the
+ * GIL released (the Python twin is _disk/runs.py, which says what a run is). Per run: open (unless a
+ * descriptor is given), flock, fstat: the size must be the one expected (else another process wrote
+ * the track: stop); write the lines (a failure truncates them away: stop); replace metadata.json if
+ * asked and it is still the one last seen; unlock, close. Stops at the first run it cannot write
+ * cleanly, which the caller then writes the slow way; returns what it wrote. */
+
+typedef struct {
+    int fd;
+    PyObject *path, *blob, *meta_path, *tmp_path, *meta_blob; /* bytes (owned) or NULL */
+    Py_ssize_t size;
+    int meta;            /* 0: none; 1: replace if absent; 2: replace if its stamp is (ino, mtime, msize) */
+    unsigned long long ino;
+    long long mtime;
+    Py_ssize_t msize;
+    int stamped;         /* out: metadata.json replaced, its stamp in ino/mtime/msize */
+} Run;
+
+static int write_all(int fd, const char *buf, Py_ssize_t len) {
+    while (len > 0) {
+        ssize_t n = write(fd, buf, (size_t)len);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        buf += n;
+        len -= n;
+    }
+    return 0;
+}
+
+static long long mtime_ns(const struct stat *st) {
+#ifdef __APPLE__
+    return (long long)st->st_mtimespec.tv_sec * 1000000000LL + st->st_mtimespec.tv_nsec;
+#else
+    return (long long)st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec;
+#endif
+}
+
+static void replace_meta(Run *r) {
+    struct stat st;
+    int present = stat(PyBytes_AS_STRING(r->meta_path), &st) == 0;
+    if (!present && errno != ENOENT) return;
+    if (present != (r->meta == 2)) return;
+    if (present && ((unsigned long long)st.st_ino != r->ino || mtime_ns(&st) != r->mtime || st.st_size != r->msize))
+        return; /* replaced by someone else since: the caller re-reads it */
+    const char *tmp = PyBytes_AS_STRING(r->tmp_path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    if (fd < 0) return;
+    int ok = write_all(fd, PyBytes_AS_STRING(r->meta_blob), PyBytes_GET_SIZE(r->meta_blob)) == 0 &&
+             fstat(fd, &st) == 0;
+    if (close(fd) != 0) ok = 0;
+    if (ok && rename(tmp, PyBytes_AS_STRING(r->meta_path)) == 0) {
+        r->stamped = 1;
+        r->ino = (unsigned long long)st.st_ino;
+        r->mtime = mtime_ns(&st);
+        r->msize = st.st_size;
+    } else {
+        unlink(tmp);
+    }
+}
+
+static int flock_retry(int fd, int op) {
+    int rc;
+    while ((rc = flock(fd, op)) != 0 && errno == EINTR) {
+    }
+    return rc;
+}
+
+/* 1: written; 0: not (nothing of it is in the file). */
+static int write_run(Run *r) {
+    int fd = r->fd;
+    if (fd < 0) fd = open(PyBytes_AS_STRING(r->path), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) return 0;
+    int written = 0;
+    struct stat st;
+    if (flock_retry(fd, LOCK_EX) == 0) {
+        if (fstat(fd, &st) == 0 && st.st_size == r->size) {
+            if (write_all(fd, PyBytes_AS_STRING(r->blob), PyBytes_GET_SIZE(r->blob)) == 0) {
+                written = 1;
+                if (r->meta) replace_meta(r);
+            } else if (ftruncate(fd, r->size) != 0) {
+                /* the slow path's lock sees the torn tail and cuts it */
+            }
+        }
+        flock_retry(fd, LOCK_UN);
+    }
+    if (r->fd < 0) close(fd);
+    return written;
+}
+
+static void runs_free(Run *runs, Py_ssize_t n) {
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_XDECREF(runs[i].path);
+        Py_XDECREF(runs[i].blob);
+        Py_XDECREF(runs[i].meta_path);
+        Py_XDECREF(runs[i].tmp_path);
+        Py_XDECREF(runs[i].meta_blob);
+    }
+    PyMem_Free(runs);
+}
+
+static int run_parse(PyObject *item, Run *r) {
+    PyObject *path, *meta;
+    if (!PyArg_ParseTuple(item, "iO&nSO", &r->fd, PyUnicode_FSConverter, &path, &r->size, &r->blob, &meta))
+        return -1;
+    r->path = path;
+    Py_INCREF(r->blob);
+    if (meta == Py_None) return 0;
+    PyObject *stamp, *mpath, *tpath;
+    if (!PyArg_ParseTuple(meta, "O&O&SO", PyUnicode_FSConverter, &mpath, PyUnicode_FSConverter, &tpath,
+                          &r->meta_blob, &stamp))
+        return -1;
+    r->meta_path = mpath;
+    r->tmp_path = tpath;
+    Py_INCREF(r->meta_blob);
+    r->meta = 1;
+    if (stamp == Py_None) return 0;
+    r->meta = 2;
+    return PyArg_ParseTuple(stamp, "KLn", &r->ino, &r->mtime, &r->msize) ? 0 : -1;
+}
+
+static PyObject *write_runs(PyObject *module, PyObject *arg) {
+    if (!PyList_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "write_runs takes a list of runs");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(arg);
+    Run *runs = PyMem_Calloc(n ? n : 1, sizeof(Run));
+    if (runs == NULL) return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (run_parse(PyList_GET_ITEM(arg, i), &runs[i]) < 0) {
+            runs_free(runs, n);
+            return NULL;
+        }
+    }
+    Py_ssize_t done = 0;
+    Py_BEGIN_ALLOW_THREADS
+    while (done < n && write_run(&runs[done])) done++;
+    Py_END_ALLOW_THREADS
+    PyObject *out = PyList_New(done);
+    for (Py_ssize_t i = 0; out != NULL && i < done; i++) {
+        Run *r = &runs[i];
+        PyObject *item = r->stamped ? Py_BuildValue("n(KLn)", r->size + PyBytes_GET_SIZE(r->blob), r->ino,
+                                                    r->mtime, r->msize)
+                                    : Py_BuildValue("nO", r->size + PyBytes_GET_SIZE(r->blob), Py_None);
+        if (item == NULL) Py_CLEAR(out);
+        else PyList_SET_ITEM(out, i, item);
+    }
+    runs_free(runs, n);
+    return out;
+}
+
 static PyMethodDef module_methods[] = {
     {"frame_lines", frame_lines, METH_VARARGS, "Number JSONL lines as {\"index\": i, \"data\": line}."},
     {"point_bytes", py_point_bytes, METH_O, "The estimated bytes a queued point holds."},
     {"points_bytes", py_points_bytes, METH_O, "The sum of point_bytes over a list."},
+    {"write_runs", write_runs, METH_O, "Append runs of lines to their files (see _disk/runs.py)."},
     {NULL},
 };
 

@@ -204,6 +204,7 @@ class PyFifo(deque[Any]):
     """Python twin of ``_speedups.Fifo`` (a deque: tracked by the garbage collector, unlike it)."""
 
     appended = 0
+    taken_bytes = 0  # the point_bytes of what the last take() returned
     _spool: PySpool | None = None
     _track = 0
 
@@ -252,7 +253,9 @@ class PyFifo(deque[Any]):
     def take(self, n: int) -> list[Any]:
         """Remove and return the ``n`` oldest items (or all, if fewer) as a list."""
         # starmap calls popleft from C: about 40% cheaper than a comprehension.
-        return list(itertools.starmap(self.popleft, itertools.repeat((), min(n, len(self)))))
+        out = list(itertools.starmap(self.popleft, itertools.repeat((), min(n, len(self)))))
+        self.taken_bytes = py_points_bytes(out)  # the C Fifo keeps each size from the hot path
+        return out
 
 
 class PyReady:

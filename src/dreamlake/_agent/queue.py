@@ -468,12 +468,16 @@ class PointQueue:
             points, buffer.retry = buffer.retry[:limit], buffer.retry[limit:]
             seqs, buffer.retry_seqs = buffer.retry_seqs[:limit], buffer.retry_seqs[limit:]
             head = buffer.items.appended - len(buffer.items)
-            if len(points) < limit:
-                points.extend(buffer.items.take(limit - len(points)))
-            buffer.in_flight = (seqs, head, len(points) - len(seqs))
+            taken = buffer.items.take(limit - len(points)) if len(points) < limit else []
             if buffer is not self.params:
-                self.in_flight += len(points)
-                buffer.flight_bytes = points_bytes(points)
+                self.in_flight += len(points) + len(taken)
+                # what the Fifo took, by the sizes it noted at append: not by walking the points again,
+                # which in a wide session costs a cache miss each (a track's points lie far apart)
+                buffer.flight_bytes = (points_bytes(points) if points else 0) + (
+                    buffer.items.taken_bytes if taken else 0
+                )
+            points.extend(taken)
+            buffer.in_flight = (seqs, head, len(points) - len(seqs))
             return points
 
     def add_params(self, delta: dict[str, Any]) -> None:

@@ -16,23 +16,26 @@ from .._schema.values import tag_nonfinite, untag_nonfinite
 _ENCODER = msgspec.json.Encoder()
 
 
-def write_json_atomic(path: str | os.PathLike[str], obj: Any, fsync: bool = False) -> None:
-    """Write ``obj`` as indented JSON to a temporary file beside ``path``, then rename it over.
-
-    NaN and ±Infinity are written in their tagged form (``_schema/values.py``): strict JSON, not ``null``.
-    """
-    write_bytes_atomic(path, msgspec.json.format(_ENCODER.encode(tag_nonfinite(obj)), indent=2), fsync)
+def json_bytes(obj: Any, plain: bool = False) -> bytes:
+    """``obj`` as indented JSON, NaN and ±Infinity in their tagged form (``_schema/values.py``):
+    strict JSON, not ``null``. ``plain``: ``obj`` holds no float (the tagging pass is skipped)."""
+    return msgspec.json.format(_ENCODER.encode(obj if plain else tag_nonfinite(obj)), indent=2)
 
 
-def write_bytes_atomic(path: str | os.PathLike[str], blob: bytes, fsync: bool = False) -> None:
-    """Write ``blob`` to a temporary file beside ``path``, then rename it over.
+def write_json_atomic(path: str | os.PathLike[str], obj: Any, fsync: bool = False) -> os.stat_result:
+    """Write ``obj`` as :func:`json_bytes` to a temporary file beside ``path``, then rename it over."""
+    return write_bytes_atomic(path, json_bytes(obj), fsync)
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], blob: bytes, fsync: bool = False) -> os.stat_result:
+    """Write ``blob`` to a temporary file beside ``path``, then rename it over; return the new file's
+    ``fstat``.
 
     With ``fsync``, the bytes reach the disk before the rename, and the rename before returning.
     """
     # os.open and os.write, not open(): a wide session replaces thousands of these at close, and the
     # buffered io layer cost more than the write itself.
-    head, name = os.path.split(os.fspath(path))
-    tmp = os.path.join(head, f".{name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp = temporary_beside(path)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
         try:
@@ -41,6 +44,7 @@ def write_bytes_atomic(path: str | os.PathLike[str], blob: bytes, fsync: bool = 
                 done += os.pwrite(fd, memoryview(blob)[done:], done)
             if fsync:
                 os.fsync(fd)
+            st = os.fstat(fd)
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -49,7 +53,14 @@ def write_bytes_atomic(path: str | os.PathLike[str], blob: bytes, fsync: bool = 
             os.unlink(tmp)
         raise
     if fsync:
-        fsync_dir(head)
+        fsync_dir(os.path.dirname(tmp))
+    return st
+
+
+def temporary_beside(path: str | os.PathLike[str]) -> str:
+    """The temporary file an atomic replace of ``path`` writes first (``sweep.py`` knows the shape)."""
+    head, name = os.path.split(os.fspath(path))
+    return os.path.join(head, f".{name}.{os.getpid()}.{threading.get_ident()}.tmp")
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:

@@ -80,6 +80,16 @@ class FdCache:
             self._evict()
             return fd
 
+    def pin_if_open(self, owner: object) -> int:
+        """Pin ``owner``'s descriptor if it is open and return it; -1 if it is not (nothing pinned)."""
+        with self._lock:
+            entry = self._entries.get(owner)
+            if entry is None:
+                return -1
+            self._entries.move_to_end(owner)
+            entry[1] += 1
+            return entry[0]
+
     def unpin(self, owner: object) -> None:
         """End one use of ``owner``'s descriptor (from :meth:`pin`)."""
         with self._lock:

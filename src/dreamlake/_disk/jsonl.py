@@ -26,6 +26,7 @@ from .._schema.timestamps import utc_iso
 from .._schema.values import tag_nonfinite, untag_nonfinite
 from .atomic import fsync_dir
 from .fdcache import FILES
+from .runs import Meta, Run
 
 _PROBE = 4096  # bytes read per probe while seeking; most lines are far shorter
 _SCAN_BELOW = 16 * 1024  # below this span, stop bisecting and count newlines
@@ -176,6 +177,35 @@ class NumberedLog:
         self._count = first + len(points)
         self._before_append = (size, first)
         return first, self._count
+
+    def start_run(self) -> tuple[int, int, int] | None:
+        """Take the thread lock for a run of :func:`~dreamlake._disk.runs.write_runs` if it is free
+        and return ``(fd, size, count)``: the descriptor to write through, pinned (-1: none is open;
+        the run opens the file), and the size and count last seen. None: write the slow way. End
+        with :meth:`end_run`."""
+        if not self.lock._thread_lock.acquire(blocking=False):
+            return None
+        if self._size < 0 or self._fsync:  # a size never seen is checked by _tail first
+            self.lock._thread_lock.release()
+            return None
+        return FILES.pin_if_open(self), self._size, self._count
+
+    def run(self, fd: int, size: int, first: int, points: Sequence[dict[str, Any]], meta: Meta | None) -> Run:
+        """The run appending ``points`` numbered from ``first`` (see :meth:`start_run`)."""
+        return fd, self._file, size, self._encode(first, points), meta
+
+    def end_run(self, fd: int, written: tuple[int, int] | None) -> None:
+        """Release what :meth:`start_run` took; ``written``: the run's new size and count."""
+        if written is not None:
+            self._before_append = (self._size, self._count)
+            self._size, self._count = written
+        if fd >= 0:
+            FILES.unpin(self)
+        self.lock._thread_lock.release()
+
+    def created(self) -> None:
+        """The file is known not to exist yet (its directory was just made): its count is 0."""
+        self._size = self._count = 0
 
     def undo_append(self) -> None:
         """Remove what the last :meth:`append` wrote (what must accompany it failed). With ``lock``."""

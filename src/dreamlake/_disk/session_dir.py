@@ -20,27 +20,33 @@ that old at most). Counts always come from ``data.jsonl`` under the track's lock
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
 import warnings
 from collections.abc import Callable, Collection, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from .._schema.names import check_track_name, track_dirname, track_name_from_dirname
 from .._schema.params import merge
-from .._schema.timestamps import utc_iso, utc_now_iso
+from .._schema.timestamps import utc_now_iso
 from .._schema.wire import TrackSpec
-from .atomic import fsync_dir, read_json, write_bytes_atomic, write_json_atomic
+from .atomic import fsync_dir, json_bytes, read_json, temporary_beside, write_bytes_atomic, write_json_atomic
 from .filelock import FileLock
 from .filestore import FileStore
 from .jsonl import NumberedLog, TrackLog, encode_log_lines
+from .runs import Meta, Run, Stamp, write_runs
 from .sweep import sweep_leftovers, sweep_track
 
 CHUNK_SIZE = 10_000  # the server's cold-tier chunk size; reported by stats() for 0.2.x parity
 #: Most seconds a track's ``metadata.json`` lags its data while the session writes it.
 METADATA_INTERVAL = 5.0
+
+
+_UNSEEN: Any = object()  # a metadata.json not looked at yet
 
 
 class _Track:
@@ -50,10 +56,14 @@ class _Track:
         self.name = name
         self.log = TrackLog(directory, fsync)
         self.meta_path = os.path.join(directory, "metadata.json")
+        # metadata.json as last read or written here, and its stamp then (None: absent); it is
+        # read again only if its stamp changed (another process replaced it)
+        self.meta: dict[str, Any] | None = None
+        self.meta_stamp: Stamp | None = _UNSEEN
         self.stale = False  # data (or a spec) written since metadata.json was last replaced
         self.spec: TrackSpec | None = None  # the latest spec not yet in metadata.json
-        self.first_data_at: float | None = None  # POSIX times of this process's writes
-        self.last_data_at: float | None = None
+        self.first_data_at: str | None = None  # times of this process's first and last writes
+        self.last_data_at: str | None = None
         self.synced_at = time.monotonic()  # the first lag is counted from the track's opening
 
 
@@ -144,16 +154,23 @@ class SessionDir:
                     os.path.exists(os.path.join(directory, f)) for f in ("metadata.json", "data.jsonl")
                 ):
                     return None
+                track = _Track(name, directory, self._fsync)
                 try:
                     os.mkdir(directory)
+                    made = True
                 except FileNotFoundError:  # tracks/ removed under the session: make it again
                     os.makedirs(directory, exist_ok=True)
+                    made = False
                 except FileExistsError:
                     # Only a directory that was there before can hold a crashed writer's leftovers;
                     # a wide session's new tracks skip the scan.
                     if not self.write_protected:
                         sweep_track(Path(directory))
-                track = self._tracks[name] = _Track(name, directory, self._fsync)
+                    made = False
+                if made:  # nothing in it yet: nothing to read or count before the first write
+                    track.log.created()
+                    track.meta_stamp = None
+                self._tracks[name] = track
             return track
 
     def write_track(
@@ -167,7 +184,7 @@ class SessionDir:
         with track.log.lock:
             if points:
                 count = track.log.append(points, intent)[1]
-                now = time.time()
+                now = utc_now_iso()
                 if track.first_data_at is None:
                     track.first_data_at = now
                 track.last_data_at = now
@@ -183,6 +200,87 @@ class SessionDir:
                     # The points are stored: raising would make the agent write them again. The
                     # metadata stays stale, and settle() or close() raise if it still fails.
                     pass
+
+    def write_tracks(
+        self,
+        writes: Sequence[tuple[TrackSpec, Sequence[dict[str, Any]]]],
+        intent: Callable[[str, int], None] | None = None,
+    ) -> tuple[int, Exception | None]:
+        """:meth:`write_track` for each of a flush's tracks, as runs of ``runs.write_runs`` where it
+        can (one system call after another, without the GIL). Return how many were written before
+        the first that failed, and its error (None: all were)."""
+        done = 0
+        while done < len(writes):
+            done += self._write_runs(writes, done, intent)
+            if done < len(writes):  # the next one cannot go in a run: the slow way
+                spec, points = writes[done]
+                try:
+                    self.write_track(spec, points, None if intent is None else partial(intent, spec.name))
+                except Exception as exc:
+                    return done, exc
+                done += 1
+        return done, None
+
+    def _write_runs(
+        self,
+        writes: Sequence[tuple[TrackSpec, Sequence[dict[str, Any]]]],
+        start: int,
+        intent: Callable[[str, int], None] | None,
+    ) -> int:
+        """Write ``writes[start:]`` as runs up to the first that cannot be one; return how many."""
+        now, clock = utc_now_iso(), time.monotonic()
+        runs: list[Run] = []
+        held: list[tuple[_Track, int, int, dict[str, Any] | None]] = []  # track, fd, first, metadata
+        try:
+            for spec, points in writes[start:]:
+                try:
+                    track = self._track(spec.name, create=True)
+                except Exception:
+                    break  # the slow way raises it, for this track
+                state = track.log.start_run() if track is not None and points else None
+                if track is None or state is None:
+                    break
+                fd, size, first = state
+                held.append((track, fd, first, None))
+                if track.first_data_at is None:
+                    track.first_data_at = now
+                track.last_data_at = now
+                if spec.description is not None or spec.tags is not None or spec.metadata is not None:
+                    track.spec = spec
+                replace: Meta | None = None
+                if self.settle_as_written or clock - track.synced_at >= METADATA_INTERVAL:
+                    if track.meta_stamp is _UNSEEN:
+                        self._stored_meta(track)
+                    new = self._new_meta(track, track.meta, track.spec, first + len(points), now)
+                    held[-1] = (track, fd, first, new)
+                    tmp = temporary_beside(track.meta_path)
+                    blob = json_bytes(new, plain=new["metadata"] is None)
+                    replace = (track.meta_path, tmp, blob, track.meta_stamp)
+                if intent is not None:
+                    intent(spec.name, first)
+                runs.append(track.log.run(fd, size, first, points, replace))
+            results = write_runs(runs) if runs else []
+        except BaseException:
+            for track, fd, _, _ in held:
+                track.log.end_run(fd, None)
+            raise
+        behind = []  # tracks whose metadata.json was not replaced: someone else's changed, or it failed
+        for i, (track, fd, first, meta) in enumerate(held):
+            if i >= len(results):
+                track.log.end_run(fd, None)
+                continue
+            new_size, stamp = results[i]
+            track.log.end_run(fd, (new_size, first + len(writes[start + i][1])))
+            track.stale = True
+            if meta is not None and stamp is not None:
+                track.meta, track.meta_stamp = meta, stamp
+                track.stale, track.spec, track.synced_at = False, None, clock
+            elif meta is not None:
+                behind.append(track.name)
+        if behind:
+            with contextlib.suppress(OSError):  # the points are stored; settle() and close() raise it
+                self.settle(behind)
+        return len(results)
 
     def settle(self, names: Collection[str] | None = None) -> None:
         """Bring the ``metadata.json`` of tracks ``names`` (None: all) in step with their data; raise
@@ -209,11 +307,31 @@ class SessionDir:
 
     def _write_meta(self, track: _Track, spec: TrackSpec | None, count: int) -> dict[str, Any]:
         """Write ``metadata.json`` for ``count`` points. Call with the track's lock held."""
-        now = utc_now_iso()
-        # Re-read rather than cache: another process may have written the track since.
-        meta: dict[str, Any] | None = read_json(track.meta_path)
-        if meta is None:
-            meta = {
+        meta = self._new_meta(track, self._stored_meta(track), spec, count, utc_now_iso())
+        st = write_json_atomic(track.meta_path, meta, self._fsync)
+        track.meta, track.meta_stamp = meta, (st.st_ino, st.st_mtime_ns, st.st_size)
+        return meta
+
+    @staticmethod
+    def _stored_meta(track: _Track) -> dict[str, Any] | None:
+        """The track's ``metadata.json`` as stored now (another process may have replaced it)."""
+        try:
+            st = os.stat(track.meta_path)
+        except FileNotFoundError:
+            track.meta = track.meta_stamp = None
+            return None
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if stamp != track.meta_stamp or track.meta is None:
+            track.meta, track.meta_stamp = read_json(track.meta_path), stamp
+        return track.meta
+
+    @staticmethod
+    def _new_meta(
+        track: _Track, stored: dict[str, Any] | None, spec: TrackSpec | None, count: int, now: str
+    ) -> dict[str, Any]:
+        """``stored`` (the track's metadata.json, None if absent) brought up to ``count`` points."""
+        if stored is None:
+            meta: dict[str, Any] = {
                 "trackId": f"local-track-{track.name}",
                 "name": track.name,
                 "description": None,
@@ -221,19 +339,20 @@ class SessionDir:
                 "metadata": None,
                 "createdAt": now,
             }
+        else:
+            meta = dict(stored)
         if spec is not None:
             for key in ("description", "tags", "metadata"):
                 value = getattr(spec, key)
                 if value is not None:
                     meta[key] = value
         if track.first_data_at is not None and "firstDataAt" not in meta:
-            meta["firstDataAt"] = utc_iso(track.first_data_at)
+            meta["firstDataAt"] = track.first_data_at
         if track.last_data_at is not None:
-            meta["lastDataAt"] = utc_iso(track.last_data_at)
+            meta["lastDataAt"] = track.last_data_at
         meta["totalDataPoints"] = count
         meta["nextIndex"] = count
         meta["updatedAt"] = now
-        write_json_atomic(track.meta_path, meta, self._fsync)
         return meta
 
     def read_track(self, name: str, start: int, limit: int) -> dict[str, Any]:

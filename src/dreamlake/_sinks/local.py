@@ -46,12 +46,10 @@ class LocalSink(Sink):
         return await _in_thread(self._write_tracks, writes)
 
     def _write_tracks(self, writes: Sequence[tuple[TrackSpec, Sequence[dict[str, Any]]]]) -> int:
-        for done, (spec, points) in enumerate(writes):
-            try:
-                self.dir.write_track(spec, points, self._intent(spec.name))
-            except Exception as exc:
-                raise GroupWriteError(done, exc) from exc
-        return len(writes)
+        done, exc = self.dir.write_tracks(writes, self.intent)
+        if exc is not None:
+            raise GroupWriteError(done, exc) from exc
+        return done
 
     def last_writes(self) -> None:
         self.dir.settle_as_written = True

@@ -1,0 +1,156 @@
+"""A flush's tracks go to the files as runs (``_disk/runs.py``): one call opens, locks, checks,
+appends and replaces ``metadata.json`` track after track, in C without the GIL. What it cannot do
+cleanly (another process wrote the track, someone else replaced its metadata, a failing file) it
+leaves to the slow way, and nothing is lost, doubled or misnumbered."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dreamlake._agent import hotpath as _hotpath
+from dreamlake._disk import runs, session_dir
+from dreamlake._disk.jsonl import TrackLog, encode_lines
+from dreamlake._disk.session_dir import SessionDir
+from dreamlake._schema.wire import TrackSpec
+
+WRITERS = [runs.py_write_runs] + ([runs.write_runs] if runs.write_runs is not runs.py_write_runs else [])
+assert len(WRITERS) == 2 or not _hotpath.COMPILED  # the C one is tested wherever it is built
+
+
+def stamp(path: Path) -> tuple[int, int, int]:
+    st = os.stat(path)
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+def run(path: Path, size: int, first: int, n: int, meta: Any = None, fd: int = -1) -> runs.Run:
+    return fd, str(path), size, encode_lines(first, [{"v": first + i} for i in range(n)]), meta
+
+
+@pytest.mark.parametrize("write_runs", WRITERS, ids=lambda f: f.__module__)
+def test_runs_append_and_replace_metadata_that_is_still_the_one_seen(tmp_path: Path, write_runs: Any) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    (b / "metadata.json").write_text('{"old": true}')
+    meta_a = (str(a / "metadata.json"), str(a / ".m.tmp"), b'{"n": 3}', None)  # expected absent
+    meta_b = (str(b / "metadata.json"), str(b / ".m.tmp"), b'{"n": 2}', stamp(b / "metadata.json"))
+    done = write_runs([run(a / "data.jsonl", 0, 0, 3, meta_a), run(b / "data.jsonl", 0, 0, 2, meta_b)])
+    assert [size for size, _ in done] == [
+        os.path.getsize(a / "data.jsonl"),
+        os.path.getsize(b / "data.jsonl"),
+    ]
+    assert [s for _, s in done] == [stamp(a / "metadata.json"), stamp(b / "metadata.json")]
+    assert json.loads((a / "metadata.json").read_text()) == {"n": 3}
+    assert json.loads((b / "metadata.json").read_text()) == {"n": 2}
+    assert [json.loads(line)["index"] for line in (a / "data.jsonl").read_text().splitlines()] == [0, 1, 2]
+    assert sorted(p.name for p in a.iterdir()) == ["data.jsonl", "metadata.json"]  # no temporary left
+
+
+@pytest.mark.parametrize("write_runs", WRITERS, ids=lambda f: f.__module__)
+def test_runs_stop_at_a_file_another_writer_changed(tmp_path: Path, write_runs: Any) -> None:
+    paths = [tmp_path / f"t{k}.jsonl" for k in range(3)]
+    for p in paths:
+        p.write_bytes(encode_lines(0, [{"v": 0}]))
+    size = os.path.getsize(paths[0])
+    with open(paths[1], "ab") as f:  # another process appended since the size we saw
+        f.write(encode_lines(1, [{"v": 1}]))
+    before = [p.read_bytes() for p in paths]
+    done = write_runs([run(p, size, 1, 2) for p in paths])
+    assert len(done) == 1  # the first, then a stop: the caller writes the second the slow way
+    assert paths[0].read_bytes() == before[0] + encode_lines(1, [{"v": 1}, {"v": 2}])
+    assert [p.read_bytes() for p in paths[1:]] == before[1:]
+
+
+@pytest.mark.parametrize("write_runs", WRITERS, ids=lambda f: f.__module__)
+def test_runs_leave_metadata_replaced_by_someone_else_to_the_caller(tmp_path: Path, write_runs: Any) -> None:
+    meta = tmp_path / "metadata.json"
+    meta.write_text('{"theirs": 1}')
+    seen = stamp(meta)
+    meta.write_text('{"theirs": 22}')  # replaced since we read it
+    os.utime(meta, ns=(seen[1] + 10**9, seen[1] + 10**9))
+    done = write_runs(
+        [run(tmp_path / "data.jsonl", 0, 0, 1, (str(meta), str(tmp_path / ".m.tmp"), b"{}", seen))]
+    )
+    assert done == [(os.path.getsize(tmp_path / "data.jsonl"), None)]  # the data went; not the metadata
+    assert json.loads(meta.read_text()) == {"theirs": 22}
+
+
+@pytest.mark.parametrize("write_runs", WRITERS, ids=lambda f: f.__module__)
+def test_runs_stop_at_a_file_that_cannot_be_opened_and_keep_a_given_descriptor_open(
+    tmp_path: Path, write_runs: Any
+) -> None:
+    ok = tmp_path / "ok.jsonl"
+    fd = os.open(ok, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        done = write_runs(
+            [run(ok, 0, 0, 1, fd=fd), run(tmp_path / "missing" / "data.jsonl", 0, 0, 1), run(ok, 0, 0, 1)]
+        )
+        assert len(done) == 1
+        os.fstat(fd)  # still open: the caller's
+        assert ok.read_bytes() == encode_lines(0, [{"v": 0}])
+    finally:
+        os.close(fd)
+
+
+def test_a_group_write_defers_to_the_slow_way_when_another_writer_appended(tmp_path: Path) -> None:
+    d = SessionDir(tmp_path, "ws", {"name": "run"})
+    d.open()
+    names = [f"t{k}" for k in range(5)]
+    assert d.write_tracks([(TrackSpec(n), [{"v": 0}]) for n in names]) == (5, None)
+    other = TrackLog(d.directory / "tracks" / "t2")  # another process on one of the tracks
+    with other.lock:
+        other.append([{"v": "theirs"}])
+    d.settle_as_written = True
+    assert d.write_tracks([(TrackSpec(n, description="mine"), [{"v": 1}, {"v": 2}]) for n in names]) == (
+        5,
+        None,
+    )
+    for n in names:
+        lines = [json.loads(x) for x in (d.directory / "tracks" / n / "data.jsonl").read_text().splitlines()]
+        assert [x["index"] for x in lines] == list(range(len(lines)))  # gap-free, in either case
+        meta = json.loads((d.directory / "tracks" / n / "metadata.json").read_text())
+        assert meta["totalDataPoints"] == meta["nextIndex"] == len(lines) == (4 if n == "t2" else 3)
+        assert meta["description"] == "mine"
+    d.close({})
+
+
+def test_a_group_write_keeps_what_another_writer_put_in_the_metadata(tmp_path: Path) -> None:
+    d = SessionDir(tmp_path, "ws", {"name": "run"})
+    d.open()
+    d.settle_as_written = True
+    assert d.write_tracks([(TrackSpec("a"), [{"v": 0}])]) == (1, None)
+    path = d.directory / "tracks" / "a" / "metadata.json"
+    theirs = dict(json.loads(path.read_text()), tags=["theirs"])
+    tmp = path.with_name(".theirs.tmp")
+    tmp.write_text(json.dumps(theirs))
+    os.replace(tmp, path)  # another process, as an atomic replace does it: a new inode
+    assert d.write_tracks([(TrackSpec("a"), [{"v": 1}])]) == (1, None)
+    meta = json.loads(path.read_text())
+    assert (meta["tags"], meta["totalDataPoints"]) == (["theirs"], 2)
+    d.close({})
+
+
+def test_a_failing_track_in_a_group_is_reported_with_how_many_went_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = SessionDir(tmp_path, "ws", {"name": "run"})
+    d.open()
+    real = session_dir.SessionDir.write_track
+
+    def failing(self: SessionDir, spec: TrackSpec, points: Any, intent: Any = None) -> None:
+        if spec.name == "bad":
+            raise OSError(28, "No space left on device")
+        real(self, spec, points, intent)
+
+    monkeypatch.setattr(session_dir.SessionDir, "write_track", failing)
+    (d.directory / "tracks" / "bad").mkdir()  # not made by this session: its size is checked the slow way
+    writes = [(TrackSpec(n), [{"v": 0}]) for n in ("a", "b", "bad", "c")]
+    done, error = d.write_tracks(writes)
+    assert (done, type(error)) == (2, OSError)
+    assert not (d.directory / "tracks" / "c" / "data.jsonl").exists()  # nothing after the failure
+    assert d.write_tracks(writes[3:]) == (1, None)
+    d.close({})
