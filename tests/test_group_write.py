@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dreamlake._agent import hotpath as _hotpath
-from dreamlake._disk import runs, session_dir
+from dreamlake._disk import runs, session_dir, sweep
 from dreamlake._disk.jsonl import TrackLog, encode_lines
 from dreamlake._disk.session_dir import SessionDir
 from dreamlake._schema.wire import TrackSpec
@@ -27,8 +28,11 @@ def stamp(path: Path) -> tuple[int, int, int]:
     return st.st_ino, st.st_mtime_ns, st.st_size
 
 
-def run(path: Path, size: int, first: int, n: int, meta: Any = None, fd: int = -1) -> runs.Run:
-    return fd, str(path), size, encode_lines(first, [{"v": first + i} for i in range(n)]), meta
+def run(
+    path: Path, size: int, first: int, n: int, meta: Any = None, fd: int = -1, make: bool = False
+) -> runs.Run:
+    blob = encode_lines(first, [{"v": first + i} for i in range(n)])
+    return fd, str(path), size, blob, meta, str(path.parent) if make else None
 
 
 @pytest.mark.parametrize("write_runs", WRITERS, ids=lambda f: f.__module__)
@@ -48,6 +52,20 @@ def test_runs_append_and_replace_metadata_that_is_still_the_one_seen(tmp_path: P
     assert json.loads((b / "metadata.json").read_text()) == {"n": 2}
     assert [json.loads(line)["index"] for line in (a / "data.jsonl").read_text().splitlines()] == [0, 1, 2]
     assert sorted(p.name for p in a.iterdir()) == ["data.jsonl", "metadata.json"]  # no temporary left
+
+
+@pytest.mark.parametrize("write_runs", WRITERS, ids=lambda f: f.__module__)
+def test_a_run_makes_a_new_directory_and_stops_at_one_that_was_there(tmp_path: Path, write_runs: Any) -> None:
+    (tmp_path / "old").mkdir()
+    done = write_runs(
+        [
+            run(tmp_path / "new" / "data.jsonl", 0, 0, 2, make=True),
+            run(tmp_path / "old" / "data.jsonl", 0, 0, 1, make=True),
+        ]
+    )
+    assert len(done) == 1  # the second directory existed: it may hold a track, counted the slow way
+    assert (tmp_path / "new" / "data.jsonl").read_bytes() == encode_lines(0, [{"v": 0}, {"v": 1}])
+    assert list((tmp_path / "old").iterdir()) == []
 
 
 @pytest.mark.parametrize("write_runs", WRITERS, ids=lambda f: f.__module__)
@@ -132,6 +150,28 @@ def test_a_group_write_keeps_what_another_writer_put_in_the_metadata(tmp_path: P
     meta = json.loads(path.read_text())
     assert (meta["tags"], meta["totalDataPoints"]) == (["theirs"], 2)
     d.close({})
+
+
+def test_a_group_write_into_existing_track_directories_counts_what_they_hold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = SessionDir(tmp_path, "ws", {"name": "run"})
+    first.open()
+    assert first.write_tracks([(TrackSpec(n), [{"v": 0}, {"v": 1}]) for n in ("a", "b")]) == (2, None)
+    first.close({})
+    (first.directory / "tracks" / "b" / ".metadata.json.1.2.tmp").write_text("{")  # a crash's leftover
+    monkeypatch.setattr(sweep, "_clock", lambda: time.time() + 2 * sweep.LEFTOVER_AGE)  # it is old
+    again = SessionDir(tmp_path, "ws", {"name": "run"})  # a later run of the session
+    again.open()
+    again.settle_as_written = True
+    assert again.write_tracks([(TrackSpec(n), [{"v": 2}]) for n in ("a", "b", "c")]) == (3, None)
+    for name, count in (("a", 3), ("b", 3), ("c", 1)):
+        track = again.directory / "tracks" / name
+        lines = [json.loads(x) for x in (track / "data.jsonl").read_text().splitlines()]
+        assert [x["index"] for x in lines] == list(range(count))
+        assert json.loads((track / "metadata.json").read_text())["totalDataPoints"] == count
+    assert not (again.directory / "tracks" / "b" / ".metadata.json.1.2.tmp").exists()  # swept
+    again.close({})
 
 
 def test_a_failing_track_in_a_group_is_reported_with_how_many_went_before(

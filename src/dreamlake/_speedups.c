@@ -1071,14 +1071,14 @@ static PyObject *frame_lines(PyObject *module, PyObject *args) {
 
 /* write_runs: the data writes of one flush of a wide session, one system call after another with the
  * GIL released (the Python twin is _disk/runs.py, which says what a run is). Per run: open (unless a
- * descriptor is given), flock, fstat: the size must be the one expected (else another process wrote
+ * descriptor is given; after making its directory, if asked), flock, fstat: the size must be the one expected (else another process wrote
  * the track: stop); write the lines (a failure truncates them away: stop); replace metadata.json if
  * asked and it is still the one last seen; unlock, close. Stops at the first run it cannot write
  * cleanly, which the caller then writes the slow way; returns what it wrote. */
 
 typedef struct {
     int fd;
-    PyObject *path, *blob, *meta_path, *tmp_path, *meta_blob; /* bytes (owned) or NULL */
+    PyObject *path, *blob, *meta_path, *tmp_path, *meta_blob, *make; /* bytes (owned) or NULL */
     Py_ssize_t size;
     int meta;            /* 0: none; 1: replace if absent; 2: replace if its stamp is (ino, mtime, msize) */
     unsigned long long ino;
@@ -1140,6 +1140,7 @@ static int flock_retry(int fd, int op) {
 
 /* 1: written; 0: not (nothing of it is in the file). */
 static int write_run(Run *r) {
+    if (r->make != NULL && mkdir(PyBytes_AS_STRING(r->make), 0777) != 0) return 0; /* it was there */
     int fd = r->fd;
     if (fd < 0) fd = open(PyBytes_AS_STRING(r->path), O_RDWR | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0) return 0;
@@ -1167,16 +1168,19 @@ static void runs_free(Run *runs, Py_ssize_t n) {
         Py_XDECREF(runs[i].meta_path);
         Py_XDECREF(runs[i].tmp_path);
         Py_XDECREF(runs[i].meta_blob);
+        Py_XDECREF(runs[i].make);
     }
     PyMem_Free(runs);
 }
 
 static int run_parse(PyObject *item, Run *r) {
-    PyObject *path, *meta;
-    if (!PyArg_ParseTuple(item, "iO&nSO", &r->fd, PyUnicode_FSConverter, &path, &r->size, &r->blob, &meta))
+    PyObject *path, *meta, *make;
+    if (!PyArg_ParseTuple(item, "iO&nSOO", &r->fd, PyUnicode_FSConverter, &path, &r->size, &r->blob, &meta,
+                          &make))
         return -1;
     r->path = path;
     Py_INCREF(r->blob);
+    if (make != Py_None && !PyUnicode_FSConverter(make, &r->make)) return -1;
     if (meta == Py_None) return 0;
     PyObject *stamp, *mpath, *tpath;
     if (!PyArg_ParseTuple(meta, "O&O&SO", PyUnicode_FSConverter, &mpath, PyUnicode_FSConverter, &tpath,

@@ -190,9 +190,18 @@ class NumberedLog:
             return None
         return FILES.pin_if_open(self), self._size, self._count
 
-    def run(self, fd: int, size: int, first: int, points: Sequence[dict[str, Any]], meta: Meta | None) -> Run:
-        """The run appending ``points`` numbered from ``first`` (see :meth:`start_run`)."""
-        return fd, self._file, size, self._encode(first, points), meta
+    def run(
+        self,
+        fd: int,
+        size: int,
+        first: int,
+        points: Sequence[dict[str, Any]],
+        meta: Meta | None,
+        make: str | None = None,
+    ) -> Run:
+        """The run appending ``points`` numbered from ``first`` (see :meth:`start_run`); ``make``:
+        the file's directory, to be made first (it must not exist yet)."""
+        return fd, self._file, size, self._encode(first, points), meta, make
 
     def end_run(self, fd: int, written: tuple[int, int] | None) -> None:
         """Release what :meth:`start_run` took; ``written``: the run's new size and count."""
@@ -204,8 +213,12 @@ class NumberedLog:
         self.lock._thread_lock.release()
 
     def created(self) -> None:
-        """The file is known not to exist yet (its directory was just made): its count is 0."""
+        """The file is known not to exist yet (its directory is new): its count is 0."""
         self._size = self._count = 0
+
+    def forget(self) -> None:
+        """Count the file again before the next append (it may hold lines we did not write)."""
+        self._size = -1
 
     def undo_append(self) -> None:
         """Remove what the last :meth:`append` wrote (what must accompany it failed). With ``lock``."""

@@ -1,8 +1,9 @@
 """Many tracks' appends in one call: how a flush of a wide session reaches the files.
 
-A *run* is one track's part of a flush, ``(fd, path, size, blob, meta)``: the lines ``blob``, numbered
-by the caller from the count it last saw at file size ``size``, go to ``path`` (through ``fd`` if it
-is open, else opened and closed here). Under the file's ``flock`` the size is checked first: another
+A *run* is one track's part of a flush, ``(fd, path, size, blob, meta, make)``: the lines ``blob``,
+numbered by the caller from the count it last saw at file size ``size``, go to ``path`` (through ``fd``
+if it is open, else opened and closed here; ``make``: the file's new directory, made first, and the
+run is not written if it was there already). Under the file's ``flock`` the size is checked first: another
 process that wrote the track since made the numbering wrong, and the run is not written. ``meta``,
 if given, is ``(path, temporary path, content, stamp)``: ``metadata.json`` is replaced, under the
 same lock, if it still has ``stamp`` (inode, mtime in ns, size; None: absent), so nobody's changes
@@ -23,15 +24,17 @@ import os
 
 Stamp = tuple[int, int, int]  # st_ino, st_mtime_ns, st_size
 Meta = tuple[str, str, bytes, "Stamp | None"]
-Run = tuple[int, str, int, bytes, "Meta | None"]
+Run = tuple[int, str, int, bytes, "Meta | None", "str | None"]
 Written = tuple[int, "Stamp | None"]  # the new size, the stamp of the metadata.json written
 
 
 def py_write_runs(runs: list[Run]) -> list[Written]:
     """Python twin of ``_speedups.write_runs``."""
     done: list[Written] = []
-    for fd, path, size, blob, meta in runs:
+    for fd, path, size, blob, meta, make in runs:
         try:
+            if make is not None:
+                os.mkdir(make)
             written = _write_run(fd, path, size, blob, meta)
         except OSError:
             written = None

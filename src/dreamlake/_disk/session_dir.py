@@ -54,6 +54,8 @@ class _Track:
 
     def __init__(self, name: str, directory: str, fsync: bool) -> None:
         self.name = name
+        self.directory = directory
+        self.made = False  # the directory is known to exist
         self.log = TrackLog(directory, fsync)
         self.meta_path = os.path.join(directory, "metadata.json")
         # metadata.json as last read or written here, and its stamp then (None: absent); it is
@@ -140,38 +142,50 @@ class SessionDir:
         merged["updated_at"] = now
         write_json_atomic(path, merged, self._fsync)
 
-    def _track(self, name: str, create: bool) -> _Track | None:
+    def _track(self, name: str, create: bool, make: bool = True) -> _Track | None:
+        """Track ``name``: None if ``create`` is false and it has no files. Its directory is made
+        here unless ``make`` is false (a run makes it, in C: see :meth:`_write_runs`)."""
         track = self._tracks.get(name)  # a dict lookup is atomic: the lock is for creating one
-        if track is not None:
-            return track
-        with self._tracks_lock:
-            track = self._tracks.get(name)
-            if track is None:
-                # Checked again here, not only by the session: whoever calls, the escaped name is
-                # one component that is not '.' or '..', so nothing lands outside tracks/.
-                directory = os.path.join(self._tracks_dir, track_dirname(check_track_name(name)))
-                if not create and not any(
-                    os.path.exists(os.path.join(directory, f)) for f in ("metadata.json", "data.jsonl")
-                ):
-                    return None
-                track = _Track(name, directory, self._fsync)
-                try:
-                    os.mkdir(directory)
-                    made = True
-                except FileNotFoundError:  # tracks/ removed under the session: make it again
-                    os.makedirs(directory, exist_ok=True)
-                    made = False
-                except FileExistsError:
-                    # Only a directory that was there before can hold a crashed writer's leftovers;
-                    # a wide session's new tracks skip the scan.
-                    if not self.write_protected:
-                        sweep_track(Path(directory))
-                    made = False
-                if made:  # nothing in it yet: nothing to read or count before the first write
-                    track.log.created()
+        if track is None:
+            with self._tracks_lock:
+                track = self._tracks.get(name)
+                if track is None:
+                    # Checked again here, not only by the session: whoever calls, the escaped name
+                    # is one component that is not '.' or '..', so nothing lands outside tracks/.
+                    directory = os.path.join(self._tracks_dir, track_dirname(check_track_name(name)))
+                    if not create and not any(
+                        os.path.exists(os.path.join(directory, f)) for f in ("metadata.json", "data.jsonl")
+                    ):
+                        return None
+                    track = self._tracks[name] = _Track(name, directory, self._fsync)
+                    track.log.created()  # if its directory is new; the first write checks the size
                     track.meta_stamp = None
-                self._tracks[name] = track
-            return track
+        if not track.made:
+            if not create:
+                return track if os.path.isdir(track.directory) else None
+            if make:
+                self._make(track)
+        return track
+
+    def _make(self, track: _Track) -> None:
+        """Make the track's directory (sweeping a crashed writer's leftovers if it was there)."""
+        with self._tracks_lock:
+            if track.made:
+                return
+            try:
+                os.mkdir(track.directory)
+            except FileNotFoundError:  # tracks/ removed under the session: make it again
+                os.makedirs(track.directory, exist_ok=True)
+                track.log.forget()
+                track.meta_stamp = _UNSEEN
+            except FileExistsError:
+                # Only a directory that was there before can hold a crashed writer's leftovers;
+                # a wide session's new tracks skip the scan.
+                if not self.write_protected:
+                    sweep_track(Path(track.directory))
+                track.log.forget()  # it may hold points: counted by the first write
+                track.meta_stamp = _UNSEEN
+            track.made = True
 
     def write_track(
         self, spec: TrackSpec, points: Sequence[dict[str, Any]], intent: Callable[[int], None] | None = None
@@ -234,7 +248,7 @@ class SessionDir:
         try:
             for spec, points in writes[start:]:
                 try:
-                    track = self._track(spec.name, create=True)
+                    track = self._track(spec.name, create=True, make=False)
                 except Exception:
                     break  # the slow way raises it, for this track
                 state = track.log.start_run() if track is not None and points else None
@@ -258,7 +272,8 @@ class SessionDir:
                     replace = (track.meta_path, tmp, blob, track.meta_stamp)
                 if intent is not None:
                     intent(spec.name, first)
-                runs.append(track.log.run(fd, size, first, points, replace))
+                make = None if track.made else track.directory
+                runs.append(track.log.run(fd, size, first, points, replace, make))
             results = write_runs(runs) if runs else []
         except BaseException:
             for track, fd, _, _ in held:
@@ -271,6 +286,7 @@ class SessionDir:
                 continue
             new_size, stamp = results[i]
             track.log.end_run(fd, (new_size, first + len(writes[start + i][1])))
+            track.made = True
             track.stale = True
             if meta is not None and stamp is not None:
                 track.meta, track.meta_stamp = meta, stamp
