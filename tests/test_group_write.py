@@ -194,3 +194,23 @@ def test_a_failing_track_in_a_group_is_reported_with_how_many_went_before(
     assert not (d.directory / "tracks" / "c" / "data.jsonl").exists()  # nothing after the failure
     assert d.write_tracks(writes[3:]) == (1, None)
     d.close({})
+
+
+def test_a_wide_group_goes_in_chunks_and_a_stop_in_one_loses_nothing(tmp_path: Path) -> None:
+    # Chunks of RUN_CHUNK runs: one is written in a thread while the next is prepared; a stop in the
+    # one in flight (another writer's track) must leave the prepared one unwritten, not lost.
+    d = SessionDir(tmp_path, "ws", {"name": "run"})
+    d.open()
+    names = [f"t{k}" for k in range(3 * session_dir.RUN_CHUNK + 5)]
+    assert d.write_tracks([(TrackSpec(n), [{"v": 0}]) for n in names]) == (len(names), None)
+    moved = names[session_dir.RUN_CHUNK + 7]  # in the second chunk
+    with TrackLog(d.directory / "tracks" / moved).lock as lock:  # another process appends to it
+        lock._log.append([{"v": "theirs"}])
+    assert d.write_tracks([(TrackSpec(n), [{"v": 1}, {"v": 2}]) for n in names]) == (len(names), None)
+    d.close({})
+    for n in names:
+        lines = [json.loads(x) for x in (d.directory / "tracks" / n / "data.jsonl").read_text().splitlines()]
+        assert [x["index"] for x in lines] == list(range(4 if n == moved else 3)), n
+        assert [x["data"]["v"] for x in lines][-2:] == [1, 2]
+        meta = json.loads((d.directory / "tracks" / n / "metadata.json").read_text())
+        assert meta["totalDataPoints"] == len(lines)

@@ -78,9 +78,15 @@ def encode_points(points: Sequence[dict[str, Any]]) -> bytes:
     return blob
 
 
-def _encode_blocks(points: Sequence[dict[str, Any]]) -> Iterator[bytes]:
+def _encode_blocks(points: Sequence[dict[str, Any]]) -> Iterator[bytes] | tuple[bytes]:
     # One msgspec call holds the GIL throughout: a batch of 50,000 points would stop the caller's
     # thread (or an AsyncSession's event loop) for ~10 ms. Between blocks the GIL can change hands.
+    if len(points) <= _ENCODE_BLOCK:  # a wide session's track: no generator for one block
+        return (_ENCODER.encode_lines(points),)
+    return _blocks(points)
+
+
+def _blocks(points: Sequence[dict[str, Any]]) -> Iterator[bytes]:
     for start in range(0, len(points), _ENCODE_BLOCK):
         yield _ENCODER.encode_lines(points[start : start + _ENCODE_BLOCK])
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import threading
+from collections.abc import Callable
 
 Stamp = tuple[int, int, int]  # st_ino, st_mtime_ns, st_size
 Meta = tuple[str, str, bytes, "Stamp | None"]
@@ -94,6 +96,32 @@ def _replace_meta(path: str, tmp: str, blob: bytes, stamp: Stamp | None) -> Stam
             os.unlink(tmp)
         return None
     return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+class InThread:
+    """``write(runs)`` (a :func:`write_runs`) in a thread of its own, so that the caller prepares the
+    next runs meanwhile."""
+
+    def __init__(self, write: Callable[[list[Run]], list[Written]], runs: list[Run]) -> None:
+        self._write = write
+        self._runs = runs
+        self._result: list[Written] = []
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="dreamlake-runs", daemon=True)
+        self._thread.start()
+
+    def _main(self) -> None:
+        try:
+            self._result = self._write(self._runs)
+        except BaseException as exc:  # handed to the caller by result()
+            self._error = exc
+
+    def result(self) -> list[Written]:
+        """What ``write`` returned (or raised), once it has."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result
 
 
 try:

@@ -38,7 +38,7 @@ from .atomic import fsync_dir, json_bytes, read_json, temporary_beside, write_by
 from .filelock import FileLock
 from .filestore import FileStore
 from .jsonl import NumberedLog, TrackLog, encode_log_lines
-from .runs import Meta, Run, Stamp, write_runs
+from .runs import InThread, Run, Stamp, Written, write_runs
 from .sweep import sweep_leftovers, sweep_track
 
 CHUNK_SIZE = 10_000  # the server's cold-tier chunk size; reported by stats() for 0.2.x parity
@@ -47,6 +47,8 @@ METADATA_INTERVAL = 5.0
 
 
 _UNSEEN: Any = object()  # a metadata.json not looked at yet
+#: Tracks per ``write_runs`` call of a group write (see :meth:`SessionDir._write_runs`).
+RUN_CHUNK = 128
 
 
 class _Track:
@@ -67,6 +69,24 @@ class _Track:
         self.first_data_at: str | None = None  # times of this process's first and last writes
         self.last_data_at: str | None = None
         self.synced_at = time.monotonic()  # the first lag is counted from the track's opening
+
+
+class _Chunk:
+    """Runs for ``write_runs``, and per run its track (lock held), descriptor, first number, point
+    count and the metadata it replaces."""
+
+    def __init__(self) -> None:
+        self.runs: list[Run] = []
+        self.held: list[tuple[_Track, int, int, int, dict[str, Any] | None]] = []
+
+    def __len__(self) -> int:
+        return len(self.runs)
+
+
+def _release(chunk: _Chunk) -> None:
+    """Let go of the locks of a chunk that was not written."""
+    for track, fd, _, _, _ in chunk.held:
+        track.log.end_run(fd, None)
 
 
 class SessionDir:
@@ -241,51 +261,104 @@ class SessionDir:
         start: int,
         intent: Callable[[str, int], None] | None,
     ) -> int:
-        """Write ``writes[start:]`` as runs up to the first that cannot be one; return how many."""
+        """Write ``writes[start:]`` as runs up to the first that cannot be one; return how many.
+
+        Runs go to ``write_runs`` :data:`RUN_CHUNK` at a time: while one chunk's system calls run in
+        a thread of their own (without the GIL), the next chunk is encoded here."""
         now, clock = utc_now_iso(), time.monotonic()
-        runs: list[Run] = []
-        held: list[tuple[_Track, int, int, dict[str, Any] | None]] = []  # track, fd, first, metadata
+        tmp = temporary_beside("metadata.json")  # the name an atomic replace by this thread uses
+        done, pos = 0, start
+        flight: tuple[_Chunk, InThread] | None = None
         try:
-            for spec, points in writes[start:]:
-                try:
-                    track = self._track(spec.name, create=True, make=False)
-                except Exception:
-                    break  # the slow way raises it, for this track
-                state = track.log.start_run() if track is not None and points else None
-                if track is None or state is None:
-                    break
-                fd, size, first = state
-                held.append((track, fd, first, None))
-                if track.first_data_at is None:
-                    track.first_data_at = now
-                track.last_data_at = now
-                if spec.description is not None or spec.tags is not None or spec.metadata is not None:
-                    track.spec = spec
-                replace: Meta | None = None
-                if self.settle_as_written or clock - track.synced_at >= METADATA_INTERVAL:
-                    if track.meta_stamp is _UNSEEN:
-                        self._stored_meta(track)
-                    new = self._new_meta(track, track.meta, track.spec, first + len(points), now)
-                    held[-1] = (track, fd, first, new)
-                    tmp = temporary_beside(track.meta_path)
-                    blob = json_bytes(new, plain=new["metadata"] is None)
-                    replace = (track.meta_path, tmp, blob, track.meta_stamp)
-                if intent is not None:
-                    intent(spec.name, first)
-                make = None if track.made else track.directory
-                runs.append(track.log.run(fd, size, first, points, replace, make))
-            results = write_runs(runs) if runs else []
+            while True:
+                chunk = self._prepare_runs(writes, pos, intent, now, clock, tmp)
+                pos += len(chunk)
+                if flight is not None:
+                    before, call = flight
+                    flight = None
+                    written = self._written(before, call.result(), clock)
+                    done += written
+                    if written < len(before):  # stopped: the caller writes that one the slow way
+                        _release(chunk)
+                        return done
+                if len(chunk) < RUN_CHUNK:  # the last chunk (or none): no thread for it
+                    return done + (self._written(chunk, write_runs(chunk.runs), clock) if chunk else 0)
+                flight = chunk, InThread(write_runs, chunk.runs)
         except BaseException:
-            for track, fd, _, _ in held:
-                track.log.end_run(fd, None)
+            if flight is not None:  # what that thread wrote is written: keep count of it
+                self._written(flight[0], flight[1].result(), clock)
             raise
+
+    def _prepare_runs(
+        self,
+        writes: Sequence[tuple[TrackSpec, Sequence[dict[str, Any]]]],
+        pos: int,
+        intent: Callable[[str, int], None] | None,
+        now: str,
+        clock: float,
+        tmp: str,
+    ) -> _Chunk:
+        """The runs of up to :data:`RUN_CHUNK` tracks from ``writes[pos]`` on, stopping before one
+        that cannot be a run (a failure there is the slow way's to raise); their locks are held."""
+        chunk = _Chunk()
+        for spec, points in writes[pos : pos + RUN_CHUNK]:
+            try:
+                track = self._track(spec.name, create=True, make=False)
+            except Exception:
+                break
+            state = track.log.start_run() if track is not None and points else None
+            if track is None or state is None:
+                break
+            fd, size, first = state
+            try:
+                run, meta = self._run(track, spec, points, fd, size, first, intent, now, clock, tmp)
+            except Exception:
+                track.log.end_run(fd, None)
+                break
+            chunk.held.append((track, fd, first, len(points), meta))
+            chunk.runs.append(run)
+        return chunk
+
+    def _run(
+        self,
+        track: _Track,
+        spec: TrackSpec,
+        points: Sequence[dict[str, Any]],
+        fd: int,
+        size: int,
+        first: int,
+        intent: Callable[[str, int], None] | None,
+        now: str,
+        clock: float,
+        tmp: str,
+    ) -> tuple[Run, dict[str, Any] | None]:
+        """Track ``track``'s run (its lock held), and the metadata it replaces (None: none)."""
+        if track.first_data_at is None:
+            track.first_data_at = now
+        track.last_data_at = now
+        if spec.description is not None or spec.tags is not None or spec.metadata is not None:
+            track.spec = spec
+        new, replace = None, None
+        if self.settle_as_written or clock - track.synced_at >= METADATA_INTERVAL:
+            if track.meta_stamp is _UNSEEN:
+                self._stored_meta(track)
+            new = self._new_meta(track, track.meta, track.spec, first + len(points), now)
+            blob = json_bytes(new, plain=new["metadata"] is None)
+            replace = (track.meta_path, track.directory + os.sep + tmp, blob, track.meta_stamp)
+        if intent is not None:
+            intent(spec.name, first)
+        make = None if track.made else track.directory
+        return track.log.run(fd, size, first, points, replace, make), new
+
+    def _written(self, chunk: _Chunk, results: list[Written], clock: float) -> int:
+        """Note what ``write_runs`` wrote of ``chunk`` and release its locks; return how many."""
         behind = []  # tracks whose metadata.json was not replaced: someone else's changed, or it failed
-        for i, (track, fd, first, meta) in enumerate(held):
+        for i, (track, fd, first, n, meta) in enumerate(chunk.held):
             if i >= len(results):
                 track.log.end_run(fd, None)
                 continue
             new_size, stamp = results[i]
-            track.log.end_run(fd, (new_size, first + len(writes[start + i][1])))
+            track.log.end_run(fd, (new_size, first + n))
             track.made = True
             track.stale = True
             if meta is not None and stamp is not None:
