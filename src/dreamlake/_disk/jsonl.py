@@ -71,22 +71,17 @@ def encode_lines(first_index: int, points: Sequence[dict[str, Any]]) -> bytes:
 def encode_points(points: Sequence[dict[str, Any]]) -> bytes:
     """``points`` as strict JSON lines, one per point, non-finite floats tagged (``_schema.values``):
     the form points keep in ``data.jsonl``, on the wire to the server and in its tiers."""
-    blob = b"".join(_encode_blocks(points))
+    # a short list (a wide session's track) in one call, without the generator
+    blob = _ENCODER.encode_lines(points) if len(points) <= _ENCODE_BLOCK else b"".join(_encode_blocks(points))
     # msgspec writes NaN/Infinity as null; a batch without any null cannot hold one.
     if b"null" in blob:
         blob = b"".join(_encode_blocks([tag_nonfinite(p) for p in points]))
     return blob
 
 
-def _encode_blocks(points: Sequence[dict[str, Any]]) -> Iterator[bytes] | tuple[bytes]:
+def _encode_blocks(points: Sequence[dict[str, Any]]) -> Iterator[bytes]:
     # One msgspec call holds the GIL throughout: a batch of 50,000 points would stop the caller's
     # thread (or an AsyncSession's event loop) for ~10 ms. Between blocks the GIL can change hands.
-    if len(points) <= _ENCODE_BLOCK:  # a wide session's track: no generator for one block
-        return (_ENCODER.encode_lines(points),)
-    return _blocks(points)
-
-
-def _blocks(points: Sequence[dict[str, Any]]) -> Iterator[bytes]:
     for start in range(0, len(points), _ENCODE_BLOCK):
         yield _ENCODER.encode_lines(points[start : start + _ENCODE_BLOCK])
 
