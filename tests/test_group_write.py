@@ -196,11 +196,14 @@ def test_a_failing_track_in_a_group_is_reported_with_how_many_went_before(
     d.close({})
 
 
-def test_a_wide_group_goes_in_chunks_and_a_stop_in_one_loses_nothing(tmp_path: Path) -> None:
-    # Chunks of RUN_CHUNK runs: one is written in a thread while the next is prepared; a stop in the
-    # one in flight (another writer's track) must leave the prepared one unwritten, not lost.
+@pytest.mark.parametrize("last", [False, True], ids=["in-line", "in-a-thread"])
+def test_a_wide_group_goes_in_chunks_and_a_stop_in_one_loses_nothing(tmp_path: Path, last: bool) -> None:
+    # Chunks of RUN_CHUNK runs; in close()'s flush one is written in a thread while the next is
+    # prepared: a stop in the one in flight (another writer's track) must leave the prepared one
+    # unwritten, not lost.
     d = SessionDir(tmp_path, "ws", {"name": "run"})
     d.open()
+    d.settle_as_written = last
     names = [f"t{k}" for k in range(3 * session_dir.RUN_CHUNK + 5)]
     assert d.write_tracks([(TrackSpec(n), [{"v": 0}]) for n in names]) == (len(names), None)
     moved = names[session_dir.RUN_CHUNK + 7]  # in the second chunk

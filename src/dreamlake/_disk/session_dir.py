@@ -263,8 +263,8 @@ class SessionDir:
     ) -> int:
         """Write ``writes[start:]`` as runs up to the first that cannot be one; return how many.
 
-        Runs go to ``write_runs`` :data:`RUN_CHUNK` at a time: while one chunk's system calls run in
-        a thread of their own (without the GIL), the next chunk is encoded here."""
+        Runs go to ``write_runs`` :data:`RUN_CHUNK` at a time; in ``close()``'s flush, one chunk's
+        system calls run in a thread of their own (without the GIL) while the next is encoded."""
         now, clock = utc_now_iso(), time.monotonic()
         tmp = temporary_beside("metadata.json")  # the name an atomic replace by this thread uses
         done, pos = 0, start
@@ -281,8 +281,14 @@ class SessionDir:
                     if written < len(before):  # stopped: the caller writes that one the slow way
                         _release(chunk)
                         return done
-                if len(chunk) < RUN_CHUNK:  # the last chunk (or none): no thread for it
-                    return done + (self._written(chunk, write_runs(chunk.runs), clock) if chunk else 0)
+                if len(chunk) < RUN_CHUNK or not self.settle_as_written:
+                    # The last chunk (or none); or not close()'s flush: then the training loop is
+                    # appending, and a third busy thread would take its core.
+                    written = self._written(chunk, write_runs(chunk.runs), clock) if chunk else 0
+                    done += written
+                    if written < len(chunk) or len(chunk) < RUN_CHUNK:
+                        return done
+                    continue
                 flight = chunk, InThread(write_runs, chunk.runs)
         except BaseException:
             if flight is not None:  # what that thread wrote is written: keep count of it
