@@ -27,15 +27,17 @@ def write_json_atomic(path: str | os.PathLike[str], obj: Any, fsync: bool = Fals
     return write_bytes_atomic(path, json_bytes(obj), fsync)
 
 
-def write_bytes_atomic(path: str | os.PathLike[str], blob: bytes, fsync: bool = False) -> os.stat_result:
-    """Write ``blob`` to a temporary file beside ``path``, then rename it over; return the new file's
-    ``fstat``.
+def write_bytes_atomic(
+    path: str | os.PathLike[str], blob: bytes, fsync: bool = False, tmp: str | None = None
+) -> os.stat_result:
+    """Write ``blob`` to a temporary file beside ``path`` (``tmp``: :func:`temporary_beside`'s by
+    default), then rename it over; return the new file's ``fstat``.
 
     With ``fsync``, the bytes reach the disk before the rename, and the rename before returning.
     """
     # os.open and os.write, not open(): a wide session replaces thousands of these at close, and the
     # buffered io layer cost more than the write itself.
-    tmp = temporary_beside(path)
+    tmp = tmp or temporary_beside(path)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
         try:

@@ -18,11 +18,12 @@ while a flush opens and locks thousands of files.
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import threading
 from collections.abc import Callable
+
+from .atomic import write_bytes_atomic
 
 Stamp = tuple[int, int, int]  # st_ino, st_mtime_ns, st_size
 Meta = tuple[str, str, bytes, "Stamp | None"]
@@ -82,18 +83,8 @@ def _replace_meta(path: str, tmp: str, blob: bytes, stamp: Stamp | None) -> Stam
         if stamp != (st.st_ino, st.st_mtime_ns, st.st_size):
             return None
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
-        try:
-            view = memoryview(blob)
-            while view:
-                view = view[os.write(fd, view) :]
-            st = os.fstat(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
+        st = write_bytes_atomic(path, blob, tmp=tmp)
     except OSError:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         return None
     return st.st_ino, st.st_mtime_ns, st.st_size
 
