@@ -312,9 +312,8 @@ class SessionDir:
                 track = self._track(spec.name, create=True, make=False)
             except Exception:
                 break
-            state = track.log.start_run() if track is not None and points else None
-            if track is None or state is None:
-                break
+            if track is None or not points or (state := track.log.start_run()) is None:
+                break  # (a track declared without points is written the slow way: it has no run)
             fd, size, first = state
             try:
                 run, meta = self._run(track, spec, points, fd, size, first, intent, now, clock, tmp)
