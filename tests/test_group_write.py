@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from dreamlake._agent import hotpath as _hotpath
-from dreamlake._disk import runs, session_dir, sweep
+from dreamlake._disk import jsonl, runs, session_dir, sweep
 from dreamlake._disk.jsonl import TrackLog, encode_lines
 from dreamlake._disk.session_dir import SessionDir
 from dreamlake._schema.wire import TrackSpec
@@ -217,3 +218,61 @@ def test_a_wide_group_goes_in_chunks_and_a_stop_in_one_loses_nothing(tmp_path: P
         assert [x["data"]["v"] for x in lines][-2:] == [1, 2]
         meta = json.loads((d.directory / "tracks" / n / "metadata.json").read_text())
         assert meta["totalDataPoints"] == len(lines)
+
+
+# The points of a wide flush are read, and freed, in the order they were appended (round robin over
+# the tracks), both by the C functions and their Python twins.
+INTERLEAVE = [(jsonl.py_interleave, jsonl.py_frame_interleaved, _hotpath.py_release_interleaved)]
+if jsonl.interleave is not jsonl.py_interleave:
+    INTERLEAVE.append((jsonl.interleave, jsonl.frame_interleaved, _hotpath.release_interleaved))
+assert len(INTERLEAVE) == 2 or not _hotpath.COMPILED
+
+
+@pytest.mark.parametrize("twins", INTERLEAVE, ids=["python", "c"][: len(INTERLEAVE)])
+def test_a_wide_flush_encodes_round_robin_and_frames_each_track_back(twins: Any) -> None:
+    interleave, frame_interleaved, _ = twins
+    assert interleave([[1, 2, 3], [], [4], [5, 6]]) == [1, 4, 5, 2, 6, 3]
+    rng = random.Random(7)
+    for _ in range(50):
+        lists = [
+            [{"v": rng.random(), "s": "a\nb", "n": float("nan")} for _ in range(rng.randint(0, 6))]
+            for _ in range(rng.randint(0, 8))
+        ]
+        firsts = [rng.randint(0, 10**6) for _ in lists]
+        blobs = frame_interleaved(jsonl.encode_points(interleave(lists)), [len(p) for p in lists], firsts)
+        assert blobs == [encode_lines(first, points) for first, points in zip(firsts, lists, strict=True)]
+    blob = jsonl.encode_points([{"v": 1}, {"v": 2}])
+    with pytest.raises(ValueError, match="one line per item"):
+        frame_interleaved(blob, [1, 2], [0, 0])  # a line short
+    with pytest.raises(ValueError, match="one line per item"):
+        frame_interleaved(blob, [1], [0])  # a line over
+
+
+@pytest.mark.parametrize("twins", INTERLEAVE, ids=["python", "c"][: len(INTERLEAVE)])
+def test_written_points_are_freed_round_robin(twins: Any) -> None:
+    freed: list[str] = []
+
+    class Point:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def __del__(self) -> None:
+            freed.append(self.name)
+
+    lists = [[Point(f"{t}{i}") for i in range(n)] for t, n in (("a", 3), ("b", 1), ("c", 2))]
+    twins[2](lists)
+    assert freed == ["a0", "b0", "c0", "a1", "c1", "a2"]
+    assert lists == [[None] * 3, [None], [None] * 2]
+
+
+def test_a_point_that_cannot_be_encoded_stops_the_group_at_its_track(tmp_path: Path) -> None:
+    d = SessionDir(tmp_path, "ws", {"name": "run"})
+    d.open()
+    writes = [(TrackSpec(n), [{"v": 1}, {"v": 2}]) for n in ("a", "b", "c")]
+    writes[1] = (TrackSpec("b"), [{"v": 1}, {"v": object()}])
+    done, error = d.write_tracks(writes)
+    assert (done, type(error)) == (1, TypeError)
+    assert d.read_track("a", 0, 10)["total"] == 2
+    assert not (d.directory / "tracks" / "c" / "data.jsonl").exists()
+    assert d.write_tracks(writes[2:]) == (1, None)
+    d.close({})

@@ -1069,6 +1069,187 @@ static PyObject *frame_lines(PyObject *module, PyObject *args) {
     return out;
 }
 
+/* The points of a flush of many tracks lie in memory in the order they were appended: point 0 of
+ * each track, then point 1 of each, ... Reading them track by track costs a cache miss per point; the
+ * three functions below read them in that order instead ("round robin": item s of each list that has
+ * one, for s = 0, 1, ...). Lists that run out leave the round, so a long list among short ones costs
+ * its own length only. */
+
+/* The lists of `arg` as an array (borrowed), or NULL with an error set; *n is their number. */
+static PyObject **lists_of(PyObject *arg, Py_ssize_t *n) {
+    if (!PyList_Check(arg)) {
+        PyErr_SetString(PyExc_TypeError, "expected a list of lists");
+        return NULL;
+    }
+    *n = PyList_GET_SIZE(arg);
+    PyObject **lists = PyMem_Malloc((*n ? *n : 1) * sizeof(PyObject *));
+    if (lists == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < *n; i++) {
+        lists[i] = PyList_GET_ITEM(arg, i);
+        if (!PyList_Check(lists[i])) {
+            PyMem_Free(lists);
+            PyErr_SetString(PyExc_TypeError, "expected a list of lists");
+            return NULL;
+        }
+    }
+    return lists;
+}
+
+/* Keep in `order` (indexes into sizes) those with sizes[i] > s; return how many are left. */
+static Py_ssize_t round_keep(Py_ssize_t *order, Py_ssize_t active, const Py_ssize_t *sizes, Py_ssize_t s) {
+    Py_ssize_t kept = 0;
+    for (Py_ssize_t j = 0; j < active; j++)
+        if (sizes[order[j]] > s) order[kept++] = order[j];
+    return kept;
+}
+
+/* interleave(lists): one list of their items in round-robin order (new references). */
+static PyObject *interleave(PyObject *module, PyObject *arg) {
+    Py_ssize_t n, total = 0;
+    PyObject **lists = lists_of(arg, &n);
+    if (lists == NULL) return NULL;
+    Py_ssize_t *sizes = PyMem_Malloc((n ? n : 1) * 2 * sizeof(Py_ssize_t)), *order = sizes + (n ? n : 1);
+    if (sizes == NULL) {
+        PyMem_Free(lists);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        sizes[i] = PyList_GET_SIZE(lists[i]);
+        order[i] = i;
+        total += sizes[i];
+    }
+    PyObject *out = PyList_New(total);
+    Py_ssize_t k = 0, active = n;
+    for (Py_ssize_t s = 0; out != NULL && (active = round_keep(order, active, sizes, s)) > 0; s++)
+        for (Py_ssize_t j = 0; j < active; j++) PyList_SET_ITEM(out, k++, Py_NewRef(PyList_GET_ITEM(lists[order[j]], s)));
+    PyMem_Free(sizes);
+    PyMem_Free(lists);
+    return out;
+}
+
+/* release_interleaved(lists): replace every item of the lists by None in round-robin order, so that
+ * points freed here are freed in the order they lie in memory. */
+static PyObject *release_interleaved(PyObject *module, PyObject *arg) {
+    Py_ssize_t n;
+    PyObject **lists = lists_of(arg, &n);
+    if (lists == NULL) return NULL;
+    Py_ssize_t *sizes = PyMem_Malloc((n ? n : 1) * 2 * sizeof(Py_ssize_t)), *order = sizes + (n ? n : 1);
+    if (sizes == NULL) {
+        PyMem_Free(lists);
+        return PyErr_NoMemory();
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_INCREF(lists[i]); /* a finalizer run by a DECREF below could drop the caller's list */
+        sizes[i] = PyList_GET_SIZE(lists[i]);
+        order[i] = i;
+    }
+    Py_ssize_t active = n;
+    for (Py_ssize_t s = 0; (active = round_keep(order, active, sizes, s)) > 0; s++) {
+        for (Py_ssize_t j = 0; j < active; j++) {
+            PyObject *list = lists[order[j]];
+            if (s >= PyList_GET_SIZE(list)) continue; /* shrunk by a finalizer */
+            PyObject *item = PyList_GET_ITEM(list, s);
+            PyList_SET_ITEM(list, s, Py_NewRef(Py_None));
+            Py_DECREF(item);
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) Py_DECREF(lists[i]);
+    PyMem_Free(sizes);
+    PyMem_Free(lists);
+    Py_RETURN_NONE;
+}
+
+/* frame_interleaved(blob, counts, firsts): the JSONL lines of blob, encoded from interleave() of
+ * lists of sizes `counts`, back per list, each framed as frame_lines(firsts[i], ...) would. */
+static PyObject *frame_interleaved(PyObject *module, PyObject *args) {
+    Py_buffer blob;
+    PyObject *counts_arg, *firsts_arg;
+    if (!PyArg_ParseTuple(args, "y*O!O!", &blob, &PyList_Type, &counts_arg, &PyList_Type, &firsts_arg)) return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(counts_arg), m = n ? n : 1, total = 0;
+    PyObject *out = NULL;
+    Py_ssize_t *sizes = PyMem_Calloc(m * 4, sizeof(Py_ssize_t));
+    char **dst = PyMem_Calloc(m, sizeof(char *));
+    if (sizes == NULL || dst == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_ssize_t *order = sizes + m, *index = sizes + 2 * m, *bytes = sizes + 3 * m;
+    if (PyList_GET_SIZE(firsts_arg) != n) {
+        PyErr_SetString(PyExc_ValueError, "counts and firsts differ in length");
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        sizes[i] = PyLong_AsSsize_t(PyList_GET_ITEM(counts_arg, i));
+        index[i] = PyLong_AsSsize_t(PyList_GET_ITEM(firsts_arg, i));
+        if ((sizes[i] == -1 || index[i] == -1) && PyErr_Occurred()) goto done;
+        order[i] = i;
+        total += sizes[i];
+    }
+    static const char head[] = "{\"index\":", mid[] = ",\"data\":";
+    const Py_ssize_t fixed = (Py_ssize_t)(sizeof(head) - 1 + sizeof(mid) - 1 + 1) + 20;
+    const char *src = blob.buf, *end = src + blob.len, *line = src, *nl = NULL;
+    /* first pass: each list's share of the bytes (and a check that the blob has their lines) */
+    Py_ssize_t active = n, lines = 0;
+    for (Py_ssize_t s = 0; (active = round_keep(order, active, sizes, s)) > 0; s++) {
+        for (Py_ssize_t j = 0; j < active; j++, lines++, line = nl + 1) {
+            if ((nl = memchr(line, '\n', end - line)) == NULL) break;
+            bytes[order[j]] += (nl - line) + fixed;
+        }
+        if (nl == NULL) break;
+    }
+    if (lines != total || line != end) {
+        PyErr_SetString(PyExc_ValueError, "the blob does not hold one line per item");
+        goto done;
+    }
+    out = PyList_New(n);
+    for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
+        PyObject *b = PyBytes_FromStringAndSize(NULL, bytes[i]);
+        if (b == NULL) Py_CLEAR(out);
+        else {
+            PyList_SET_ITEM(out, i, b);
+            dst[i] = PyBytes_AS_STRING(b);
+        }
+    }
+    if (out == NULL) goto done;
+    for (Py_ssize_t i = 0; i < n; i++) order[i] = i;
+    active = n;
+    line = src;
+    for (Py_ssize_t s = 0; (active = round_keep(order, active, sizes, s)) > 0; s++) {
+        for (Py_ssize_t j = 0; j < active; j++, line = nl + 1) {
+            Py_ssize_t i = order[j];
+            char *d = dst[i];
+            nl = memchr(line, '\n', end - line);
+            memcpy(d, head, sizeof(head) - 1);
+            d += sizeof(head) - 1;
+            d += write_index(d, index[i]++);
+            memcpy(d, mid, sizeof(mid) - 1);
+            d += sizeof(mid) - 1;
+            memcpy(d, line, nl - line);
+            d += nl - line;
+            *d++ = '}';
+            *d++ = '\n';
+            dst[i] = d;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *b = PyList_GET_ITEM(out, i);
+        if (_PyBytes_Resize(&b, dst[i] - PyBytes_AS_STRING(b)) < 0) {
+            PyList_SET_ITEM(out, i, Py_NewRef(Py_None));
+            Py_CLEAR(out);
+            break;
+        }
+        PyList_SET_ITEM(out, i, b);
+    }
+done:
+    PyMem_Free(sizes);
+    PyMem_Free(dst);
+    PyBuffer_Release(&blob);
+    return out;
+}
+
 /* write_runs: the data writes of one flush of a wide session, one system call after another with the
  * GIL released (the Python twin is _disk/runs.py, which says what a run is). Per run: open (unless a
  * descriptor is given; after making its directory, if asked), flock, fstat: the size must be the one expected (else another process wrote
@@ -1228,6 +1409,9 @@ static PyObject *write_runs(PyObject *module, PyObject *arg) {
 
 static PyMethodDef module_methods[] = {
     {"frame_lines", frame_lines, METH_VARARGS, "Number JSONL lines as {\"index\": i, \"data\": line}."},
+    {"interleave", interleave, METH_O, "The items of lists in round-robin order, as one list."},
+    {"frame_interleaved", frame_interleaved, METH_VARARGS, "An interleave()d blob's lines, framed per list."},
+    {"release_interleaved", release_interleaved, METH_O, "Replace the items of lists by None, round robin."},
     {"point_bytes", py_point_bytes, METH_O, "The estimated bytes a queued point holds."},
     {"points_bytes", py_points_bytes, METH_O, "The sum of point_bytes over a list."},
     {"write_runs", write_runs, METH_O, "Append runs of lines to their files (see _disk/runs.py)."},

@@ -23,6 +23,7 @@ import anyio
 from .._exceptions import DreamlakeError, StorageError
 from .._sinks.advice import advice
 from .._sinks.base import FileRequest, GroupWriteError, Sink, TrackSpec
+from .hotpath import release_interleaved
 from .queue import PointQueue, TrackBuffer
 from .recovery import outbox_of
 from .spool import LOGS_ID, PARAMS_ID, Orphan, Spool, orphans, sides
@@ -385,6 +386,9 @@ class Agent:
                         queue.give_back(b, chunk)  # all or none of each was stored
                     raise  # cancellation (a close() past its deadline), after the give-back
                 self._stored([(b, chunk) for b, chunk, _ in group[start:done]])
+                # Freed track by track, a wide session's points cost a cache miss each: they lie
+                # in memory in the order they were appended (sinks keep no list they were given).
+                release_interleaved([chunk for _, chunk, _ in group[start:done]])
                 for b, chunk, remaining in group[start:done]:
                     if remaining > len(chunk) and chunk:
                         todo.append((b, remaining - len(chunk)))  # the rest, after the others

@@ -74,6 +74,15 @@ def py_points_bytes(points: list[Any]) -> int:
     return sum(map(py_point_bytes, points))
 
 
+def py_release_interleaved(lists: list[list[Any]]) -> None:
+    """Python twin of ``_speedups.release_interleaved``: replace the lists' items by None, item 0 of
+    each list first, then item 1 of each, and so on (the order a wide session appended them)."""
+    for s in range(max(map(len, lists), default=0)):
+        for items in lists:
+            if s < len(items):
+                items[s] = None
+
+
 class PyGate:
     """Python twin of ``_speedups.Gate``."""
 
@@ -361,6 +370,7 @@ try:
     from .._speedups import TrackCore as TrackCore
     from .._speedups import point_bytes as point_bytes
     from .._speedups import points_bytes as points_bytes
+    from .._speedups import release_interleaved as release_interleaved
 
     COMPILED = True
 except ImportError:  # built without a C compiler: same behaviour, slower
@@ -368,6 +378,7 @@ except ImportError:  # built without a C compiler: same behaviour, slower
     Gate = PyGate  # type: ignore[assignment,misc]
     point_bytes = py_point_bytes
     points_bytes = py_points_bytes
+    release_interleaved = py_release_interleaved
     LogCore = PyLogCore  # type: ignore[assignment,misc]
     Ready = PyReady  # type: ignore[assignment,misc]
     Spool = PySpool  # type: ignore[assignment,misc]

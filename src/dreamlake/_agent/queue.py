@@ -56,7 +56,7 @@ class TrackBuffer:
         self.items = Fifo()
         self.retry: list[dict[str, Any]] = []  # taken by a write that failed; written first next time
         self.retry_seqs: list[int] = []  # their seqs
-        self.in_flight: tuple[list[int], int, int] = ([], 0, 0)  # seqs of the chunk being written
+        self.in_flight: tuple[Sequence[int], int, int] = _IDLE  # seqs of the chunk being written
         self.flight_bytes = 0  # its estimated bytes (point_bytes)
         self.spec_dirty = True
         self.id: int | None = None  # in the spool
@@ -78,6 +78,7 @@ class TrackBuffer:
         return self.unstored()
 
 
+_IDLE: tuple[tuple[int, ...], int, int] = ((), 0, 0)  # TrackBuffer.in_flight without a write
 LOGS = "\x00logs"  # the log entries' buffer; no track name can hold NUL (_schema.names)
 READY = Ready()  # what the async face's append returns when the point is queued without waiting
 #: Queued points per track (of the tracks holding some) that wake the agent when that is more than
@@ -465,8 +466,11 @@ class PointQueue:
         """
         with self._lock:
             buffer.spec_dirty = False
-            points, buffer.retry = buffer.retry[:limit], buffer.retry[limit:]
-            seqs, buffer.retry_seqs = buffer.retry_seqs[:limit], buffer.retry_seqs[limit:]
+            seqs: Sequence[int] = ()
+            points: list[Any] = []
+            if buffer.retry:  # (else no list is made: in a wide session, each would outlive the write)
+                points, buffer.retry = buffer.retry[:limit], buffer.retry[limit:]
+                seqs, buffer.retry_seqs = buffer.retry_seqs[:limit], buffer.retry_seqs[limit:]
             head = buffer.items.appended - len(buffer.items)
             taken = buffer.items.take(limit - len(points)) if len(points) < limit else []
             if buffer is not self.params:
@@ -476,7 +480,10 @@ class PointQueue:
                 buffer.flight_bytes = (points_bytes(points) if points else 0) + (
                     buffer.items.taken_bytes if taken else 0
                 )
-            points.extend(taken)
+            if points:
+                points.extend(taken)
+            else:
+                points = taken
             buffer.in_flight = (seqs, head, len(points) - len(seqs))
             return points
 
@@ -495,9 +502,9 @@ class PointQueue:
         """Return points whose write failed; they are written first next time."""
         with self._lock:
             seqs, head, count = buffer.in_flight
-            buffer.in_flight = ([], 0, 0)
+            buffer.in_flight = _IDLE
             buffer.retry = points + buffer.retry
-            buffer.retry_seqs = seqs + list(range(head, head + count)) + buffer.retry_seqs
+            buffer.retry_seqs = [*seqs, *range(head, head + count), *buffer.retry_seqs]
             if buffer is not self.params:
                 buffer.spec_dirty = True
                 self.in_flight -= len(points)
@@ -511,7 +518,7 @@ class PointQueue:
         with self._lock:
             spool = self.spool
             for buffer, count in writes:
-                buffer.in_flight = ([], 0, 0)
+                buffer.in_flight = _IDLE
                 buffer.handed = buffer.unstored()
                 if buffer.id is not None and spool is not None:
                     spool.mark(buffer.id, buffer.handed)  # in the local files (remote mode: unused)

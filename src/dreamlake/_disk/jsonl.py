@@ -11,6 +11,7 @@ process may have outrun).
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import os
 import threading
@@ -57,15 +58,48 @@ def py_frame_lines(first_index: int, blob: bytes) -> bytes:
     return b"".join(b'{"index":%d,"data":%b}\n' % item for item in enumerate(lines, first_index))
 
 
+def py_interleave(lists: list[list[Any]]) -> list[Any]:
+    """Python twin of ``_speedups.interleave``: item 0 of each list, then item 1 of each, and so on."""
+    rows = itertools.zip_longest(*lists, fillvalue=_NONE)
+    return [item for row in rows for item in row if item is not _NONE]
+
+
+def py_frame_interleaved(blob: bytes, counts: list[int], firsts: list[int]) -> list[bytes]:
+    """Python twin of ``_speedups.frame_interleaved``: the lines of ``blob``, encoded from
+    ``interleave`` of lists of sizes ``counts``, back per list, framed as ``frame_lines(firsts[i])``."""
+    lines = blob.split(b"\n")
+    if lines.pop() or len(lines) != sum(counts):
+        raise ValueError("the blob does not hold one line per item")
+    parts: list[list[bytes]] = [[] for _ in counts]
+    for i, line in zip(py_interleave([[i] * n for i, n in enumerate(counts)]), lines, strict=True):
+        parts[i].append(line)
+    return [
+        b"".join(b'{"index":%d,"data":%b}\n' % item for item in enumerate(part, first))
+        for first, part in zip(firsts, parts, strict=True)
+    ]
+
+
+_NONE: Any = object()
+
 try:
+    from .._speedups import frame_interleaved as frame_interleaved
     from .._speedups import frame_lines as frame_lines
+    from .._speedups import interleave as interleave
 except ImportError:  # built without a C compiler
     frame_lines = py_frame_lines
+    frame_interleaved = py_frame_interleaved
+    interleave = py_interleave
 
 
 def encode_lines(first_index: int, points: Sequence[dict[str, Any]]) -> bytes:
     """Encode ``points`` as JSONL lines numbered from ``first_index``."""
     return frame_lines(first_index, encode_points(points))
+
+
+def encode_runs(firsts: list[int], lists: list[list[dict[str, Any]]]) -> list[bytes]:
+    """``encode_lines(first, points)`` of each list of many tracks' points, read in the order they
+    were appended (``_speedups.c`` says why): in a wide session this is several times faster."""
+    return frame_interleaved(encode_points(interleave(lists)), [len(p) for p in lists], firsts)
 
 
 def encode_points(points: Sequence[dict[str, Any]]) -> bytes:
@@ -191,18 +225,10 @@ class NumberedLog:
             return None
         return FILES.pin_if_open(self), self._size, self._count
 
-    def run(
-        self,
-        fd: int,
-        size: int,
-        first: int,
-        points: Sequence[dict[str, Any]],
-        meta: Meta | None,
-        make: str | None = None,
-    ) -> Run:
-        """The run appending ``points`` numbered from ``first`` (see :meth:`start_run`); ``make``:
+    def run(self, fd: int, size: int, lines: bytes, meta: Meta | None, make: str | None = None) -> Run:
+        """The run appending ``lines`` (numbered from the count :meth:`start_run` returned); ``make``:
         the file's directory, to be made first (it must not exist yet)."""
-        return fd, self._file, size, self._encode(first, points), meta, make
+        return fd, self._file, size, lines, meta, make
 
     def end_run(self, fd: int, written: tuple[int, int] | None) -> None:
         """Release what :meth:`start_run` took; ``written``: the run's new size and count."""

@@ -37,7 +37,7 @@ from .._schema.wire import TrackSpec
 from .atomic import fsync_dir, json_bytes, read_json, temporary_beside, write_bytes_atomic, write_json_atomic
 from .filelock import FileLock
 from .filestore import FileStore
-from .jsonl import NumberedLog, TrackLog, encode_log_lines
+from .jsonl import NumberedLog, TrackLog, encode_lines, encode_log_lines, encode_runs
 from .runs import InThread, Run, Stamp, Written, write_runs
 from .sweep import sweep_leftovers, sweep_track
 
@@ -81,6 +81,21 @@ class _Chunk:
 
     def __len__(self) -> int:
         return len(self.runs)
+
+
+def _encode_runs(runs: list[tuple[int, list[dict[str, Any]]]]) -> list[bytes]:
+    """The lines of each ``(first, points)``; if a point cannot be encoded, those of the runs before
+    its run (the slow way raises its error)."""
+    try:
+        return encode_runs([first for first, _ in runs], [points for _, points in runs])
+    except Exception:
+        blobs = []
+        for first, points in runs:
+            try:
+                blobs.append(encode_lines(first, points))
+            except Exception:
+                break
+        return blobs
 
 
 def _release(chunk: _Chunk) -> None:
@@ -307,6 +322,7 @@ class SessionDir:
         """The runs of up to :data:`RUN_CHUNK` tracks from ``writes[pos]`` on, stopping before one
         that cannot be a run (a failure there is the slow way's to raise); their locks are held."""
         chunk = _Chunk()
+        started = []  # (track, spec, points, fd, size, first), their locks held
         for spec, points in writes[pos : pos + RUN_CHUNK]:
             try:
                 track = self._track(spec.name, create=True, make=False)
@@ -314,21 +330,27 @@ class SessionDir:
                 break
             if track is None or not points or (state := track.log.start_run()) is None:
                 break  # (a track declared without points is written the slow way: it has no run)
-            fd, size, first = state
+            started.append((track, spec, points if type(points) is list else list(points), *state))
+        blobs = _encode_runs([(first, points) for _, _, points, _, _, first in started])
+        for (track, spec, points, fd, size, first), lines in zip(started, blobs, strict=False):
             try:
-                run, meta = self._run(track, spec, points, fd, size, first, intent, now, clock, tmp)
+                run, meta = self._run(
+                    track, spec, lines, len(points), fd, size, first, intent, now, clock, tmp
+                )
             except Exception:
-                track.log.end_run(fd, None)
                 break
             chunk.held.append((track, fd, first, len(points), meta))
             chunk.runs.append(run)
+        for track, _, _, fd, _, _ in started[len(chunk) :]:
+            track.log.end_run(fd, None)
         return chunk
 
     def _run(
         self,
         track: _Track,
         spec: TrackSpec,
-        points: Sequence[dict[str, Any]],
+        lines: bytes,
+        n: int,
         fd: int,
         size: int,
         first: int,
@@ -337,7 +359,8 @@ class SessionDir:
         clock: float,
         tmp: str,
     ) -> tuple[Run, dict[str, Any] | None]:
-        """Track ``track``'s run (its lock held), and the metadata it replaces (None: none)."""
+        """Track ``track``'s run of ``n`` points encoded as ``lines`` (its lock held), and the
+        metadata it replaces (None: none)."""
         if track.first_data_at is None:
             track.first_data_at = now
         track.last_data_at = now
@@ -347,13 +370,13 @@ class SessionDir:
         if self.settle_as_written or clock - track.synced_at >= METADATA_INTERVAL:
             if track.meta_stamp is _UNSEEN:
                 self._stored_meta(track)
-            new = self._new_meta(track, track.meta, track.spec, first + len(points), now)
+            new = self._new_meta(track, track.meta, track.spec, first + n, now)
             blob = json_bytes(new, plain=new["metadata"] is None)
             replace = (track.meta_path, track.directory + os.sep + tmp, blob, track.meta_stamp)
         if intent is not None:
             intent(spec.name, first)
         make = None if track.made else track.directory
-        return track.log.run(fd, size, first, points, replace, make), new
+        return track.log.run(fd, size, lines, replace, make), new
 
     def _written(self, chunk: _Chunk, results: list[Written], clock: float) -> int:
         """Note what ``write_runs`` wrote of ``chunk`` and release its locks; return how many."""
