@@ -276,3 +276,36 @@ def test_a_point_that_cannot_be_encoded_stops_the_group_at_its_track(tmp_path: P
     assert not (d.directory / "tracks" / "c" / "data.jsonl").exists()
     assert d.write_tracks(writes[2:]) == (1, None)
     d.close({})
+
+
+def test_settle_replaces_metadata_as_runs_and_leaves_the_rest_to_the_slow_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = SessionDir(tmp_path, "ws", {"name": "run"})
+    d.open()
+    assert d.write_tracks([(TrackSpec(n), [{"v": 0}, {"v": 1}]) for n in "abc"]) == (3, None)
+    tracks = d.directory / "tracks"
+    assert not (tracks / "a" / "metadata.json").exists()  # lagging until it matters
+    d.settle(["b"])
+    theirs = dict(json.loads((tracks / "b" / "metadata.json").read_text()), tags=["theirs"])
+    (tracks / "b" / ".theirs.tmp").write_text(json.dumps(theirs))
+    os.replace(tracks / "b" / ".theirs.tmp", tracks / "b" / "metadata.json")  # another writer's
+    assert d.write_tracks([(TrackSpec("b"), [{"v": 2}])]) == (1, None)
+    with TrackLog(tracks / "c").lock as lock:  # another process appends to c
+        lock._log.append([{"v": "theirs"}])
+    calls: list[int] = []
+    real = session_dir.write_runs
+
+    def spy(batch: list[runs.Run]) -> list[runs.Written]:
+        calls.append(len(batch))
+        return real(batch)
+
+    monkeypatch.setattr(session_dir, "write_runs", spy)
+    d.settle()
+    # one call for the three: a's metadata replaced there; b's kept by the stamp check and merged
+    # the slow way; c's run stopped at the size another process changed, and c was recounted
+    assert calls == [3]
+    counts = {n: json.loads((tracks / n / "metadata.json").read_text())["totalDataPoints"] for n in "abc"}
+    assert counts == {"a": 2, "b": 3, "c": 3}
+    assert json.loads((tracks / "b" / "metadata.json").read_text())["tags"] == ["theirs"]
+    d.close({})

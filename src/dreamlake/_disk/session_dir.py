@@ -38,7 +38,7 @@ from .atomic import fsync_dir, json_bytes, read_json, temporary_beside, write_by
 from .filelock import FileLock
 from .filestore import FileStore
 from .jsonl import NumberedLog, TrackLog, encode_lines, encode_log_lines, encode_runs
-from .runs import InThread, Run, Stamp, Written, write_runs
+from .runs import InThread, Meta, Run, Stamp, Written, write_runs
 from .sweep import sweep_leftovers, sweep_track
 
 CHUNK_SIZE = 10_000  # the server's cold-tier chunk size; reported by stats() for 0.2.x parity
@@ -368,19 +368,28 @@ class SessionDir:
             track.spec = spec
         new, replace = None, None
         if self.settle_as_written or clock - track.synced_at >= METADATA_INTERVAL:
-            if track.meta_stamp is _UNSEEN:
-                self._stored_meta(track)
-            new = self._new_meta(track, track.meta, track.spec, first + n, now)
-            blob = json_bytes(new, plain=new["metadata"] is None)
-            replace = (track.meta_path, track.directory + os.sep + tmp, blob, track.meta_stamp)
+            replace, new = self._replacement(track, first + n, now, tmp)
         if intent is not None:
             intent(spec.name, first)
         make = None if track.made else track.directory
         return track.log.run(fd, size, lines, replace, make), new
 
-    def _written(self, chunk: _Chunk, results: list[Written], clock: float) -> int:
-        """Note what ``write_runs`` wrote of ``chunk`` and release its locks; return how many."""
-        behind = []  # tracks whose metadata.json was not replaced: someone else's changed, or it failed
+    def _replacement(self, track: _Track, count: int, now: str, tmp: str) -> tuple[Meta, dict[str, Any]]:
+        """The run's replace of the track's ``metadata.json`` for ``count`` points (its lock held),
+        and the metadata it writes."""
+        if track.meta_stamp is _UNSEEN:
+            self._stored_meta(track)
+        new = self._new_meta(track, track.meta, track.spec, count, now)
+        blob = json_bytes(new, plain=new["metadata"] is None)
+        return (track.meta_path, track.directory + os.sep + tmp, blob, track.meta_stamp), new
+
+    def _written(
+        self, chunk: _Chunk, results: list[Written], clock: float, behind: list[_Track] | None = None
+    ) -> int:
+        """Note what ``write_runs`` wrote of ``chunk`` and release its locks; return how many.
+        Tracks whose ``metadata.json`` was not replaced (someone else's changed, or it failed) are
+        settled the slow way, or added to ``behind`` if given."""
+        lagging = []
         for i, (track, fd, first, n, meta) in enumerate(chunk.held):
             if i >= len(results):
                 track.log.end_run(fd, None)
@@ -393,10 +402,12 @@ class SessionDir:
                 track.meta, track.meta_stamp = meta, stamp
                 track.stale, track.spec, track.synced_at = False, None, clock
             elif meta is not None:
-                behind.append(track.name)
-        if behind:
+                lagging.append(track)
+        if behind is not None:
+            behind.extend(lagging)
+        elif lagging:
             with contextlib.suppress(OSError):  # the points are stored; settle() and close() raise it
-                self.settle(behind)
+                self._settle_slowly(lagging)
         return len(results)
 
     def settle(self, names: Collection[str] | None = None) -> None:
@@ -404,6 +415,35 @@ class SessionDir:
         the first failure after trying every track."""
         with self._tracks_lock:
             tracks = [t for t in self._tracks.values() if t.stale and (names is None or t.name in names)]
+        self._settle_slowly(self._settle_runs(tracks))
+
+    def _settle_runs(self, tracks: list[_Track]) -> list[_Track]:
+        """Settle ``tracks`` as runs that append nothing (in C, without the GIL; the size each run
+        checks stands for a recount); return those left for the slow way."""
+        now, clock, tmp = utc_now_iso(), time.monotonic(), temporary_beside("metadata.json")
+        left: list[_Track] = []
+        for start in range(0, len(tracks), RUN_CHUNK):
+            chunk = _Chunk()
+            for track in tracks[start : start + RUN_CHUNK]:
+                state = track.log.start_run() if track.made else None
+                if state is None:
+                    left.append(track)
+                    continue
+                fd, size, count = state
+                try:
+                    replace, new = self._replacement(track, count, now, tmp)
+                except Exception:  # reading the stored metadata.json failed: the slow way says why
+                    track.log.end_run(fd, None)
+                    left.append(track)
+                    continue
+                chunk.runs.append(track.log.run(fd, size, b"", replace))
+                chunk.held.append((track, fd, count, 0, new))
+            written = self._written(chunk, write_runs(chunk.runs), clock, left)
+            left.extend(track for track, *_ in chunk.held[written:])
+        return left
+
+    def _settle_slowly(self, tracks: list[_Track]) -> None:
+        """:meth:`settle` one track after another, each under its lock, counting its points."""
         error: OSError | None = None
         for track in tracks:
             try:
