@@ -434,7 +434,7 @@ class TrackLog(NumberedLog):
     """A track's ``data.jsonl``."""
 
     def __init__(self, directory: str | os.PathLike[str], fsync: bool = False) -> None:
-        super().__init__(os.path.join(directory, "data.jsonl"), "index", encode_lines, fsync)
+        super().__init__(f"{os.fspath(directory)}{os.sep}data.jsonl", "index", encode_lines, fsync)
 
 
 def _write_all(fd: int, blob: bytes | memoryview) -> None:

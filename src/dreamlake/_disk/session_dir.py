@@ -59,7 +59,7 @@ class _Track:
         self.directory = directory
         self.made = False  # the directory is known to exist
         self.log = TrackLog(directory, fsync)
-        self.meta_path = os.path.join(directory, "metadata.json")
+        self.meta_path = directory + os.sep + "metadata.json"
         # metadata.json as last read or written here, and its stamp then (None: absent); it is
         # read again only if its stamp changed (another process replaced it)
         self.meta: dict[str, Any] | None = None
@@ -187,7 +187,7 @@ class SessionDir:
                 if track is None:
                     # Checked again here, not only by the session: whoever calls, the escaped name
                     # is one component that is not '.' or '..', so nothing lands outside tracks/.
-                    directory = os.path.join(self._tracks_dir, track_dirname(check_track_name(name)))
+                    directory = self._tracks_dir + os.sep + track_dirname(check_track_name(name))
                     if not create and not any(
                         os.path.exists(os.path.join(directory, f)) for f in ("metadata.json", "data.jsonl")
                     ):
