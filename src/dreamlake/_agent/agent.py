@@ -171,7 +171,7 @@ class Agent:
                         await self._wakeup.wait()
                     self._wakeup = anyio.Event()
                     if not self._stopping:
-                        await self._flush(None, raise_errors=False)
+                        await self._flush(None, raise_errors=False, yield_to_stop=True)
             finally:
                 self._done.set()
             await self._closed.wait()
@@ -308,7 +308,11 @@ class Agent:
             **self.sink.stats(),
         }
 
-    async def _flush(self, names: Collection[str] | None, *, raise_errors: bool) -> None:
+    async def _flush(
+        self, names: Collection[str] | None, *, raise_errors: bool, yield_to_stop: bool = False
+    ) -> None:
+        """Write what is pending; with ``yield_to_stop``, leave what is not taken yet once
+        :meth:`stop` begins, for its last writes (they bring the metadata in step as they write)."""
         async with self._write_lock:
             started, written_before = time.monotonic(), self.written
             error: StorageError | None = None
@@ -324,7 +328,7 @@ class Agent:
                     error = self._failed(exc, "parameters")
                 else:
                     self._stored([(self.queue.params, deltas)])
-            error = await self._write_pending(names) or error
+            error = await self._write_pending(names, yield_to_stop) or error
             await self.sink.flushed()
             self.queue.free_spool()
             self.flushes += 1
@@ -336,7 +340,7 @@ class Agent:
             elif raise_errors:
                 raise error
 
-    async def _write_pending(self, names: Collection[str] | None) -> StorageError | None:
+    async def _write_pending(self, names: Collection[str] | None, yield_to_stop: bool) -> StorageError | None:
         """Write what is pending in each buffer (of the tracks pending now, so a busy producer cannot
         stall a flush): the chunks of many tracks go to the sink as one group of up to ``max_chunk``
         points, so a wide session costs a sink call per batch, not per track. Each track is written
@@ -345,7 +349,7 @@ class Agent:
         the others: a write costs per track as well as per point. Return the last failure."""
         queue, error = self.queue, None
         todo: deque[tuple[TrackBuffer, int]] = deque(queue.pending(names))
-        while todo:
+        while todo and not (yield_to_stop and self._stopping):
             buffer, remaining = todo.popleft()
             if buffer is queue.logs:
                 chunk = queue.take(buffer, min(remaining, self.max_chunk))
