@@ -209,7 +209,7 @@ def test_a_wide_group_goes_in_chunks_and_a_stop_in_one_loses_nothing(tmp_path: P
     assert d.write_tracks([(TrackSpec(n), [{"v": 0}]) for n in names]) == (len(names), None)
     moved = names[session_dir.RUN_CHUNK + 7]  # in the second chunk
     with TrackLog(d.directory / "tracks" / moved).lock as lock:  # another process appends to it
-        lock._log.append([{"v": "theirs"}])
+        lock.append([{"v": "theirs"}])
     assert d.write_tracks([(TrackSpec(n), [{"v": 1}, {"v": 2}]) for n in names]) == (len(names), None)
     d.close({})
     for n in names:
@@ -292,7 +292,7 @@ def test_settle_replaces_metadata_as_runs_and_leaves_the_rest_to_the_slow_way(
     os.replace(tracks / "b" / ".theirs.tmp", tracks / "b" / "metadata.json")  # another writer's
     assert d.write_tracks([(TrackSpec("b"), [{"v": 2}])]) == (1, None)
     with TrackLog(tracks / "c").lock as lock:  # another process appends to c
-        lock._log.append([{"v": "theirs"}])
+        lock.append([{"v": "theirs"}])
     calls: list[int] = []
     real = session_dir.write_runs
 

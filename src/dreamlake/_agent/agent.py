@@ -348,11 +348,13 @@ class Agent:
         ``max_chunk``), and only a track holding more than ``max_chunk`` is written again, after
         the others: a write costs per track as well as per point. Return the last failure."""
         queue, error = self.queue, None
-        todo: deque[tuple[TrackBuffer, int]] = deque(queue.pending(names))
+        # buffers, not (buffer, count) pairs: thousands of pairs living through a flush would be
+        # promoted by the collector, and trigger full collections of everything
+        todo: deque[TrackBuffer] = deque(queue.pending(names))  # with what each is due to write
         while todo and not (yield_to_stop and self._stopping):
-            buffer, remaining = todo.popleft()
+            buffer = todo.popleft()
             if buffer is queue.logs:
-                chunk = queue.take(buffer, min(remaining, self.max_chunk))
+                chunk = queue.take(buffer, min(buffer.due, self.max_chunk))
                 try:
                     if chunk:
                         await self.sink.write_logs(chunk)
@@ -363,45 +365,50 @@ class Agent:
                     error = self._failed(exc, "logs")
                     continue
                 self._stored([(buffer, chunk)])
-                if remaining > len(chunk) and chunk:
-                    todo.append((buffer, remaining - len(chunk)))
+                self._rest_after(todo, buffer, chunk)
                 continue
-            chunk = queue.take(buffer, self.max_chunk)
-            group, points = [(buffer, chunk, remaining)], len(chunk)
-            while todo and todo[0][0] is not queue.logs:
-                buffer, remaining = todo[0]
+            buffers, chunks = [buffer], [queue.take(buffer, self.max_chunk)]
+            points = len(chunks[0])
+            while todo and todo[0] is not queue.logs:
+                buffer = todo[0]
                 room = self.max_chunk - points
                 if room < max(1, buffer.held()):
                     break  # the track starts the next group rather than be split over two
                 todo.popleft()
                 chunk = queue.take(buffer, room)
-                group.append((buffer, chunk, remaining))
+                buffers.append(buffer)
+                chunks.append(chunk)
                 points += len(chunk)
-            writes = [(b.spec, chunk) for b, chunk, _ in group]
+            writes = [(b.spec, chunk) for b, chunk in zip(buffers, chunks, strict=True)]
             start = 0
-            while start < len(group):
+            while start < len(buffers):
                 try:
                     done = start + await self.sink.write_tracks(writes[start:])
                     failure: Exception | None = None
                 except GroupWriteError as exc:
                     done, failure = start + exc.done, exc.cause
                 except BaseException:
-                    for b, chunk, _ in group[start:]:
+                    for b, chunk in zip(buffers[start:], chunks[start:], strict=True):
                         queue.give_back(b, chunk)  # all or none of each was stored
                     raise  # cancellation (a close() past its deadline), after the give-back
-                self._stored([(b, chunk) for b, chunk, _ in group[start:done]])
+                self._stored(list(zip(buffers[start:done], chunks[start:done], strict=True)))
                 # Freed track by track, a wide session's points cost a cache miss each: they lie
                 # in memory in the order they were appended (sinks keep no list they were given).
-                release_interleaved([chunk for _, chunk, _ in group[start:done]])
-                for b, chunk, remaining in group[start:done]:
-                    if remaining > len(chunk) and chunk:
-                        todo.append((b, remaining - len(chunk)))  # the rest, after the others
+                release_interleaved(chunks[start:done])
+                for b, chunk in zip(buffers[start:done], chunks[start:done], strict=True):
+                    self._rest_after(todo, b, chunk)
                 if failure is not None:
-                    b, chunk, _ = group[done]
-                    queue.give_back(b, chunk)
-                    error = self._failed(failure, f"track {b.spec.name!r}")
+                    queue.give_back(buffers[done], chunks[done])
+                    error = self._failed(failure, f"track {buffers[done].spec.name!r}")
                 start = done + 1  # one failing track does not hold back the others
         return error
+
+    @staticmethod
+    def _rest_after(todo: deque[TrackBuffer], buffer: TrackBuffer, chunk: list[Any]) -> None:
+        """``chunk`` of what ``buffer`` was due to write is written: the rest goes after the others."""
+        buffer.due -= len(chunk)
+        if buffer.due > 0 and chunk:
+            todo.append(buffer)
 
     def _stored(self, group: Sequence[tuple[TrackBuffer, list[Any]]]) -> None:
         """The writes of ``group`` (one buffer's, or a group write's tracks) finished."""

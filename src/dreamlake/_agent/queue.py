@@ -47,8 +47,8 @@ class TrackBuffer:
     """
 
     __slots__ = (
-        "acked", "flight_bytes", "handed", "id", "in_flight", "items", "retry", "retry_seqs", "spec",
-        "spec_dirty",
+        "acked", "due", "flight_bytes", "handed", "id", "in_flight", "items", "retry", "retry_seqs",
+        "spec", "spec_dirty",
     )  # fmt: skip
 
     def __init__(self, spec: TrackSpec) -> None:
@@ -59,6 +59,7 @@ class TrackBuffer:
         self.in_flight: tuple[Sequence[int], int, int] = _IDLE  # seqs of the chunk being written
         self.flight_bytes = 0  # its estimated bytes (point_bytes)
         self.spec_dirty = True
+        self.due = 0  # points the agent's flush in progress is to write (see PointQueue.pending)
         self.id: int | None = None  # in the spool
         # Sending to a server: the seq up to which points were handed to it, and acknowledged.
         self.handed = self.acked = 0
@@ -443,9 +444,10 @@ class PointQueue:
         self.gate.byte_threshold = self.config.max_queue_bytes
         return True
 
-    def pending(self, names: Collection[str] | None = None) -> list[tuple[TrackBuffer, int]]:
-        """Snapshot the tracks (of ``names``, or all) with points or fields to write, and how many."""
-        out: list[tuple[TrackBuffer, int]] = []
+    def pending(self, names: Collection[str] | None = None) -> list[TrackBuffer]:
+        """Snapshot the tracks (of ``names``, or all) with points or fields to write; each buffer's
+        ``due`` is how many points it holds now."""
+        out: list[TrackBuffer] = []
         with self._lock:
             self._woken = False
             if self._open:
@@ -456,7 +458,8 @@ class PointQueue:
                     continue
                 count = len(buffer.retry) + len(buffer.items)
                 if count or buffer.spec_dirty:
-                    out.append((buffer, count))
+                    buffer.due = count
+                    out.append(buffer)
         return out
 
     def take(self, buffer: TrackBuffer, limit: int) -> list[Any]:

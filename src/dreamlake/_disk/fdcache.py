@@ -6,7 +6,7 @@ opening one more closes the least recently used one that nobody is using. A desc
 while in use (between :meth:`FdCache.pin` and :meth:`FdCache.unpin`), and a pinned one is never closed,
 so the bound may be passed briefly by as many files as threads are writing at once.
 
-A log's lock is a ``flock`` on its own descriptor here (``jsonl._LogLock``), pinned while held; a
+A log's lock is a ``flock`` on its own descriptor here (``jsonl.NumberedLog.lock``), pinned while held; a
 ``flock`` belongs to its open file description, so closing some other descriptor never releases it.
 """
 

@@ -150,6 +150,16 @@ def encode_log_lines(first: int, entries: Sequence[dict[Any, Any]]) -> bytes:
 class NumberedLog:
     """Appends to and reads from one numbered JSONL file; safe across threads and processes.
 
+    ``with log.lock:`` excludes other threads and processes: a thread lock, then an exclusive
+    ``flock`` on the log's own descriptor (``locked_fd``), pinned in ``FILES`` while held. No separate
+    lock file: creating one per track doubled the files a wide session creates, and kept a second
+    descriptor per track. ``flock`` belongs to the open file description, and each log has its own (a
+    pinned descriptor is never closed), so closing any other descriptor of the file, in this process
+    or not, never releases it; two logs on one path exclude each other even within one process. (On
+    NFS, Linux emulates ``flock`` with ``fcntl`` locks, which a close of any of the process's
+    descriptors of the file releases: two sessions of one process on one track there are not
+    excluded from each other.)
+
     Args:
         path: The JSONL file.
         key: The field holding a line's number (``index`` or ``sequenceNumber``).
@@ -167,7 +177,8 @@ class NumberedLog:
         # A str, not a Path: a wide session makes thousands of these, and pathlib's joins and
         # conversions at every open cost more than the open.
         self._file = os.fspath(path)
-        self.lock = _LogLock(self)
+        self._thread_lock = threading.Lock()
+        self.locked_fd = -1  # the file's descriptor, pinned, while the lock is held
         self._decoder = _NUMBER_DECODERS[key]
         self._key = key
         self._encode = encode
@@ -175,6 +186,39 @@ class NumberedLog:
         self._size = -1  # file size after our last append or tail check, under the lock
         self._count = 0  # lines in the file at that size
         self._before_append = (0, 0)  # size and count before the last append
+
+    @property
+    def lock(self) -> NumberedLog:
+        """The log is its own lock (an object less per track: a wide session has thousands)."""
+        return self
+
+    def __enter__(self) -> NumberedLog:
+        self._thread_lock.acquire()
+        try:
+            fd = self._pin()
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except BaseException:
+                FILES.unpin(self)
+                raise
+        except BaseException:
+            self._thread_lock.release()
+            raise
+        self.locked_fd = fd
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            fcntl.flock(self.locked_fd, fcntl.LOCK_UN)
+        finally:
+            self.locked_fd = -1
+            FILES.unpin(self)
+            self._thread_lock.release()
 
     @property
     def path(self) -> Path:
@@ -193,7 +237,7 @@ class NumberedLog:
 
         ``intent(first_number)`` is called before anything is written (the spool records it).
         """
-        fd = self.lock.fd  # pinned while the lock is held
+        fd = self.locked_fd  # pinned while the lock is held
         size, first = self._tail(fd)
         if intent is not None:
             intent(first)
@@ -218,10 +262,10 @@ class NumberedLog:
         and return ``(fd, size, count)``: the descriptor to write through, pinned (-1: none is open;
         the run opens the file), and the size and count last seen. None: write the slow way. End
         with :meth:`end_run`."""
-        if not self.lock._thread_lock.acquire(blocking=False):
+        if not self._thread_lock.acquire(blocking=False):
             return None
         if self._size < 0 or self._fsync:  # a size never seen is checked by _tail first
-            self.lock._thread_lock.release()
+            self._thread_lock.release()
             return None
         return FILES.pin_if_open(self), self._size, self._count
 
@@ -237,7 +281,7 @@ class NumberedLog:
             self._size, self._count = written
         if fd >= 0:
             FILES.unpin(self)
-        self.lock._thread_lock.release()
+        self._thread_lock.release()
 
     def created(self) -> None:
         """The file is known not to exist yet (its directory is new): its count is 0."""
@@ -250,17 +294,17 @@ class NumberedLog:
     def undo_append(self) -> None:
         """Remove what the last :meth:`append` wrote (what must accompany it failed). With ``lock``."""
         size, count = self._before_append
-        os.ftruncate(self.lock.fd, size)
+        os.ftruncate(self.locked_fd, size)
         self._size, self._count = size, count
 
     def count(self) -> int:
         """Number of points in the file (repairs a torn tail). Call with ``lock`` held."""
-        return self._tail(self.lock.fd)[1]
+        return self._tail(self.locked_fd)[1]
 
     def stored_prefix(self, first: int, items: Sequence[dict[str, Any]]) -> int:
         """How many of ``items``, numbered from ``first``, the file holds as they would be written
         (a write cut short by a kill). Call with ``lock`` held."""
-        fd = self.lock.fd
+        fd = self.locked_fd
         size, count = self._tail(fd)
         n = min(len(items), count - first)
         if n <= 0:
@@ -379,55 +423,6 @@ class NumberedLog:
         for _ in range(index - lo_index):
             pos = block.index(b"\n", pos) + 1
         return lo + pos
-
-
-class _LogLock:
-    """Excludes other threads and processes from a :class:`NumberedLog`: a thread lock, then an
-    exclusive ``flock`` on the log's own descriptor, pinned in ``FILES`` while held.
-
-    No separate lock file: creating one per track doubled the files a wide session creates, and
-    kept a second descriptor per track. ``flock`` belongs to the open file description, and each log
-    has its own (a pinned descriptor is never closed), so closing any other descriptor of the file,
-    in this process or not, never releases it; two logs on one path exclude each other even within
-    one process. (On NFS, Linux emulates ``flock`` with ``fcntl`` locks, which a close of any of the
-    process's descriptors of the file releases: two sessions of one process on one track there are
-    not excluded from each other.)
-    """
-
-    __slots__ = ("_log", "_thread_lock", "fd")
-
-    def __init__(self, log: NumberedLog) -> None:
-        self._log = log
-        self._thread_lock = threading.Lock()
-        self.fd = -1  # the log's descriptor, pinned, while the lock is held
-
-    def __enter__(self) -> _LogLock:
-        self._thread_lock.acquire()
-        try:
-            fd = self._log._pin()
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            except BaseException:
-                FILES.unpin(self._log)
-                raise
-        except BaseException:
-            self._thread_lock.release()
-            raise
-        self.fd = fd
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-        finally:
-            self.fd = -1
-            FILES.unpin(self._log)
-            self._thread_lock.release()
 
 
 class TrackLog(NumberedLog):

@@ -51,14 +51,16 @@ _UNSEEN: Any = object()  # a metadata.json not looked at yet
 RUN_CHUNK = 128
 
 
-class _Track:
-    """A track's name, its data log, the path of its metadata and what that metadata still lacks."""
+class _Track(TrackLog):
+    """A track: its data log (it is one, rather than holding one: a wide session has thousands, and
+    each object is one more for every full garbage collection), its name and directory, the path of
+    its metadata and what that metadata still lacks."""
 
     def __init__(self, name: str, directory: str, fsync: bool) -> None:
+        super().__init__(directory, fsync)
         self.name = name
-        self.directory = directory
+        self.track_dir = directory
         self.made = False  # the directory is known to exist
-        self.log = TrackLog(directory, fsync)
         self.meta_path = directory + os.sep + "metadata.json"
         # metadata.json as last read or written here, and its stamp then (None: absent); it is
         # read again only if its stamp changed (another process replaced it)
@@ -101,7 +103,7 @@ def _encode_runs(runs: list[tuple[int, list[dict[str, Any]]]]) -> list[bytes]:
 def _release(chunk: _Chunk) -> None:
     """Let go of the locks of a chunk that was not written."""
     for track, fd, _, _, _ in chunk.held:
-        track.log.end_run(fd, None)
+        track.end_run(fd, None)
 
 
 class SessionDir:
@@ -193,11 +195,11 @@ class SessionDir:
                     ):
                         return None
                     track = self._tracks[name] = _Track(name, directory, self._fsync)
-                    track.log.created()  # if its directory is new; the first write checks the size
+                    track.created()  # if its directory is new; the first write checks the size
                     track.meta_stamp = None
         if not track.made:
             if not create:
-                return track if os.path.isdir(track.directory) else None
+                return track if os.path.isdir(track.track_dir) else None
             if make:
                 self._make(track)
         return track
@@ -208,17 +210,17 @@ class SessionDir:
             if track.made:
                 return
             try:
-                os.mkdir(track.directory)
+                os.mkdir(track.track_dir)
             except FileNotFoundError:  # tracks/ removed under the session: make it again
-                os.makedirs(track.directory, exist_ok=True)
-                track.log.forget()
+                os.makedirs(track.track_dir, exist_ok=True)
+                track.forget()
                 track.meta_stamp = _UNSEEN
             except FileExistsError:
                 # Only a directory that was there before can hold a crashed writer's leftovers;
                 # a wide session's new tracks skip the scan.
                 if not self.write_protected:
-                    sweep_track(Path(track.directory))
-                track.log.forget()  # it may hold points: counted by the first write
+                    sweep_track(Path(track.track_dir))
+                track.forget()  # it may hold points: counted by the first write
                 track.meta_stamp = _UNSEEN
             track.made = True
 
@@ -230,9 +232,9 @@ class SessionDir:
         track = self._track(spec.name, create=True)
         assert track is not None
         count = None
-        with track.log.lock:
+        with track.lock:
             if points:
-                count = track.log.append(points, intent)[1]
+                count = track.append(points, intent)[1]
                 now = utc_now_iso()
                 if track.first_data_at is None:
                     track.first_data_at = now
@@ -328,7 +330,7 @@ class SessionDir:
                 track = self._track(spec.name, create=True, make=False)
             except Exception:
                 break
-            if track is None or not points or (state := track.log.start_run()) is None:
+            if track is None or not points or (state := track.start_run()) is None:
                 break  # (a track declared without points is written the slow way: it has no run)
             started.append((track, spec, points if type(points) is list else list(points), *state))
         blobs = _encode_runs([(first, points) for _, _, points, _, _, first in started])
@@ -342,7 +344,7 @@ class SessionDir:
             chunk.held.append((track, fd, first, len(points), meta))
             chunk.runs.append(run)
         for track, _, _, fd, _, _ in started[len(chunk) :]:
-            track.log.end_run(fd, None)
+            track.end_run(fd, None)
         return chunk
 
     def _run(
@@ -371,8 +373,8 @@ class SessionDir:
             replace, new = self._replacement(track, first + n, now, tmp)
         if intent is not None:
             intent(spec.name, first)
-        make = None if track.made else track.directory
-        return track.log.run(fd, size, lines, replace, make), new
+        make = None if track.made else track.track_dir
+        return track.run(fd, size, lines, replace, make), new
 
     def _replacement(self, track: _Track, count: int, now: str, tmp: str) -> tuple[Meta, dict[str, Any]]:
         """The run's replace of the track's ``metadata.json`` for ``count`` points (its lock held),
@@ -381,7 +383,7 @@ class SessionDir:
             self._stored_meta(track)
         new = self._new_meta(track, track.meta, track.spec, count, now)
         blob = json_bytes(new, plain=new["metadata"] is None)
-        return (track.meta_path, track.directory + os.sep + tmp, blob, track.meta_stamp), new
+        return (track.meta_path, track.track_dir + os.sep + tmp, blob, track.meta_stamp), new
 
     def _written(
         self, chunk: _Chunk, results: list[Written], clock: float, behind: list[_Track] | None = None
@@ -392,10 +394,10 @@ class SessionDir:
         lagging = []
         for i, (track, fd, first, n, meta) in enumerate(chunk.held):
             if i >= len(results):
-                track.log.end_run(fd, None)
+                track.end_run(fd, None)
                 continue
             new_size, stamp = results[i]
-            track.log.end_run(fd, (new_size, first + n))
+            track.end_run(fd, (new_size, first + n))
             track.made = True
             track.stale = True
             if meta is not None and stamp is not None:
@@ -425,7 +427,7 @@ class SessionDir:
         for start in range(0, len(tracks), RUN_CHUNK):
             chunk = _Chunk()
             for track in tracks[start : start + RUN_CHUNK]:
-                state = track.log.start_run() if track.made else None
+                state = track.start_run() if track.made else None
                 if state is None:
                     left.append(track)
                     continue
@@ -433,10 +435,10 @@ class SessionDir:
                 try:
                     replace, new = self._replacement(track, count, now, tmp)
                 except Exception:  # reading the stored metadata.json failed: the slow way says why
-                    track.log.end_run(fd, None)
+                    track.end_run(fd, None)
                     left.append(track)
                     continue
-                chunk.runs.append(track.log.run(fd, size, b"", replace))
+                chunk.runs.append(track.run(fd, size, b"", replace))
                 chunk.held.append((track, fd, count, 0, new))
             written = self._written(chunk, write_runs(chunk.runs), clock, left)
             left.extend(track for track, *_ in chunk.held[written:])
@@ -447,7 +449,7 @@ class SessionDir:
         error: OSError | None = None
         for track in tracks:
             try:
-                with track.log.lock:
+                with track.lock:
                     if track.stale:
                         self._sync(track)
             except OSError as exc:
@@ -458,7 +460,7 @@ class SessionDir:
     def _sync(self, track: _Track, count: int | None = None) -> dict[str, Any]:
         """Replace ``metadata.json`` with one in step with the data (``count`` points, if the caller
         has just counted them). Call with the track's lock held."""
-        meta = self._write_meta(track, track.spec, track.log.count() if count is None else count)
+        meta = self._write_meta(track, track.spec, track.count() if count is None else count)
         track.stale, track.spec, track.synced_at = False, None, time.monotonic()
         return meta
 
@@ -517,7 +519,7 @@ class SessionDir:
         track = self._track(name, create=False)
         if track is not None and track.stale:
             self.settle((name,))  # a read is a moment the metadata should be right
-        entries, count = track.log.read(start, limit) if track else ([], 0)
+        entries, count = track.read(start, limit) if track else ([], 0)
         return {
             "data": entries,
             "startIndex": start,
@@ -530,8 +532,8 @@ class SessionDir:
         """The 0.2.x stats of one track."""
         track = self._track(name, create=True)
         assert track is not None
-        with track.log.lock:
-            count = track.log.count()
+        with track.lock:
+            count = track.count()
             meta = read_json(track.meta_path)
             if track.stale or meta is None or meta.get("totalDataPoints") != count:
                 # Our own lag, another process's, or a crash before its metadata replace.
@@ -581,7 +583,7 @@ class SessionDir:
         """How many of ``items`` track ``name`` (None: the logs) holds from ``first`` on, as written."""
         # create=True: a kill between the data and metadata.json leaves a track with no metadata.
         track = None if name is None else self._track(name, create=True)
-        log = self._logs if track is None else track.log
+        log = self._logs if track is None else track
         with log.lock:
             return log.stored_prefix(first, items)
 
@@ -640,5 +642,5 @@ class SessionDir:
             self._update_session_json({"agent": dict(agent_stats)})
         with self._tracks_lock:
             for track in self._tracks.values():
-                track.log.close()
+                track.close()
             self._tracks.clear()
