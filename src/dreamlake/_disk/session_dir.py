@@ -401,7 +401,9 @@ class SessionDir:
             track.made = True
             track.stale = True
             if meta is not None and stamp is not None:
-                track.meta, track.meta_stamp = meta, stamp
+                # Not kept from the last writes, which nothing reads after: thousands of dicts made
+                # while close() writes would set off a full garbage collection.
+                track.meta, track.meta_stamp = (None, _UNSEEN) if self.settle_as_written else (meta, stamp)
                 track.stale, track.spec, track.synced_at = False, None, clock
             elif meta is not None:
                 lagging.append(track)
