@@ -469,24 +469,24 @@ class PointQueue:
         """
         with self._lock:
             buffer.spec_dirty = False
-            seqs: Sequence[int] = ()
-            points: list[Any] = []
-            if buffer.retry:  # (else no list is made: in a wide session, each would outlive the write)
-                points, buffer.retry = buffer.retry[:limit], buffer.retry[limit:]
-                seqs, buffer.retry_seqs = buffer.retry_seqs[:limit], buffer.retry_seqs[limit:]
-            head = buffer.items.appended - len(buffer.items)
-            taken = buffer.items.take(limit - len(points)) if len(points) < limit else []
+            items = buffer.items
+            head = items.appended - len(items)
+            if not buffer.retry:  # the usual case, kept short: a wide session takes per track
+                points = items.take(limit)
+                if buffer is not self.params:
+                    self.in_flight += len(points)
+                    # what the Fifo took, by the sizes it noted at append: not by walking the points
+                    # again, which in a wide session costs a cache miss each
+                    buffer.flight_bytes = items.taken_bytes
+                buffer.in_flight = ((), head, len(points))
+                return points
+            points, buffer.retry = buffer.retry[:limit], buffer.retry[limit:]
+            seqs, buffer.retry_seqs = buffer.retry_seqs[:limit], buffer.retry_seqs[limit:]
+            taken = items.take(limit - len(points)) if len(points) < limit else []
             if buffer is not self.params:
                 self.in_flight += len(points) + len(taken)
-                # what the Fifo took, by the sizes it noted at append: not by walking the points again,
-                # which in a wide session costs a cache miss each (a track's points lie far apart)
-                buffer.flight_bytes = (points_bytes(points) if points else 0) + (
-                    buffer.items.taken_bytes if taken else 0
-                )
-            if points:
-                points.extend(taken)
-            else:
-                points = taken
+                buffer.flight_bytes = points_bytes(points) + (items.taken_bytes if taken else 0)
+            points.extend(taken)
             buffer.in_flight = (seqs, head, len(points) - len(seqs))
             return points
 
