@@ -7,6 +7,7 @@ The bounds (``max_queue``, its bytes, the spool) are not touched: only the early
 
 from __future__ import annotations
 
+import gc
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -199,3 +200,23 @@ def test_the_run_loops_flush_leaves_what_it_has_not_taken_to_the_last_writes(
         assert (sink.groups, queue.held) == ([[("a", 60)]], 120)  # b and c wait, untouched
     else:
         assert (sink.groups, queue.held) == ([[("a", 60)], [("b", 60)], [("c", 60)]], 0)
+
+
+def test_a_wide_session_keeps_few_objects_for_the_garbage_collector(tmp_path: Path) -> None:
+    # Every object a track keeps is visited by each full collection, and the points' allocations set
+    # collections off all the time while a loop appends. Per track: its handle, buffer, spec and two
+    # bound methods; once written, its log (which is its own lock) and thread lock, and the
+    # metadata.json last written (a dict and its tags list).
+    with Session("run", "ws", local_path=tmp_path, flush_interval=FLUSH_INTERVAL) as s:
+        gc.collect()
+        before = len(gc.get_objects())
+        handles = [s.track(f"t{k}") for k in range(1_000)]
+        gc.collect()
+        with_handles = len(gc.get_objects())
+        for t in handles:
+            t.append(v=1)
+        s.flush()
+        gc.collect()
+        written = len(gc.get_objects())
+    assert (with_handles - before) / 1_000 < 5.1
+    assert (written - with_handles) / 1_000 < 4.1

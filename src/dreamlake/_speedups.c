@@ -100,9 +100,11 @@ typedef struct {
     Gate *gate;
     PyObject *items_append; /* the bound append of the track's deque */
     PyObject *fifo;         /* ... if it is a Fifo's: that Fifo (borrowed through items_append) */
-    PyObject *admit;        /* admit(fields, ticket): the queue's slow path */
+    PyObject *admit;        /* admit([owner,] fields, ticket): the queue's slow path */
     PyObject *normalize;    /* normalize(fields) -> JSON-ready copy, or raises */
     PyObject *done;         /* returned by the fast path: None, or a Ready for the async face */
+    PyObject *owner;        /* admit's first argument (the track's buffer), or NULL: none; so
+                               that admit is the queue's own method, not a partial per track */
 } TrackCore;
 
 static int is_scalar(PyObject *value) {
@@ -185,8 +187,8 @@ static PyObject *py_points_bytes(PyObject *module, PyObject *points) {
 
 /* Send `fields` (a new reference, consumed) to the deque and return `done`, or return what the
  * queue's slow path admit() returns (for AsyncSession: something to await while the queue is full). */
-static PyObject *enqueue(Gate *gate, PyObject *items_append, PyObject *fifo, PyObject *admit, PyObject *done,
-                         PyObject *fields, Py_ssize_t size) {
+static PyObject *enqueue(Gate *gate, PyObject *items_append, PyObject *fifo, PyObject *admit, PyObject *owner,
+                         PyObject *done, PyObject *fields, Py_ssize_t size) {
     Py_ssize_t ticket = gate->seq++;
     PyObject *result;
     if (ticket - gate->taken < gate->threshold && gate->bytes < gate->byte_threshold) {
@@ -208,7 +210,9 @@ static PyObject *enqueue(Gate *gate, PyObject *items_append, PyObject *fifo, PyO
     } else {
     slow:;
         PyObject *py_ticket = PyLong_FromSsize_t(ticket);
-        result = py_ticket == NULL ? NULL : PyObject_CallFunctionObjArgs(admit, fields, py_ticket, NULL);
+        result = py_ticket == NULL ? NULL
+                 : owner == NULL   ? PyObject_CallFunctionObjArgs(admit, fields, py_ticket, NULL)
+                                   : PyObject_CallFunctionObjArgs(admit, owner, fields, py_ticket, NULL);
         Py_XDECREF(py_ticket);
     }
     Py_DECREF(fields);
@@ -266,15 +270,16 @@ static PyObject *TrackCore_append(TrackCore *self, PyObject *args, PyObject *kwa
         }
         size += scalar_bytes(value);
     }
-    return enqueue(self->gate, self->items_append, self->fifo, self->admit, self->done, fields, size);
+    return enqueue(self->gate, self->items_append, self->fifo, self->admit, self->owner, self->done, fields, size);
 }
 
 static int TrackCore_init(TrackCore *self, PyObject *args, PyObject *kwargs) {
-    static char *kwlist[] = {"gate", "items_append", "admit", "normalize", "done", NULL};
-    PyObject *gate, *items_append, *admit, *normalize, *done = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!OOO|O", kwlist, &GateType, &gate, &items_append,
-                                     &admit, &normalize, &done))
+    static char *kwlist[] = {"gate", "items_append", "admit", "normalize", "done", "owner", NULL};
+    PyObject *gate, *items_append, *admit, *normalize, *done = Py_None, *owner = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O!OOO|OO", kwlist, &GateType, &gate, &items_append,
+                                     &admit, &normalize, &done, &owner))
         return -1;
+    Py_XSETREF(self->owner, owner == Py_None ? NULL : Py_NewRef(owner));
     Py_XSETREF(self->gate, (Gate *)Py_NewRef(gate));
     Py_XSETREF(self->items_append, Py_NewRef(items_append));
     self->fifo = fifo_of(items_append);
@@ -285,6 +290,7 @@ static int TrackCore_init(TrackCore *self, PyObject *args, PyObject *kwargs) {
 }
 
 static int TrackCore_traverse(TrackCore *self, visitproc visit, void *arg) {
+    Py_VISIT(self->owner);
     Py_VISIT(self->gate);
     Py_VISIT(self->items_append);
     Py_VISIT(self->admit);
@@ -294,6 +300,7 @@ static int TrackCore_traverse(TrackCore *self, visitproc visit, void *arg) {
 }
 
 static int TrackCore_clear(TrackCore *self) {
+    Py_CLEAR(self->owner);
     Py_CLEAR(self->gate);
     Py_CLEAR(self->items_append);
     self->fifo = NULL;
@@ -415,7 +422,8 @@ static PyObject *LogCore_log(LogCore *self, PyObject *args, PyObject *kwargs) {
     Py_DECREF(timestamp);
     if (failed || PyDict_SetItem(entry, k_level, canonical) < 0 || PyDict_SetItem(entry, k_message, message) < 0)
         goto fail;
-    return enqueue(self->gate, self->items_append, self->fifo, self->admit, self->done, entry, point_bytes(entry));
+    return enqueue(self->gate, self->items_append, self->fifo, self->admit, NULL, self->done, entry,
+                   point_bytes(entry));
 fail:
     Py_DECREF(entry);
     return NULL;
@@ -425,7 +433,8 @@ slow:
 
 static PyObject *LogCore_put(LogCore *self, PyObject *entry) {
     Py_INCREF(entry);
-    return enqueue(self->gate, self->items_append, self->fifo, self->admit, self->done, entry, point_bytes(entry));
+    return enqueue(self->gate, self->items_append, self->fifo, self->admit, NULL, self->done, entry,
+                   point_bytes(entry));
 }
 
 /* track(name, ...): the docs' `session.track(name).append(...)` in a loop. A plain str name seen before

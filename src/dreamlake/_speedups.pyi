@@ -50,9 +50,10 @@ class TrackCore:
         self,
         gate: Gate,
         items_append: Callable[[dict[str, Any]], bool | None],
-        admit: Callable[[dict[str, Any], int], Any],
+        admit: Callable[..., Any],
         normalize: Callable[[Any], dict[str, Any]],
         done: Any = None,
+        owner: Any = None,
     ) -> None: ...
     def append(self, **fields: Any) -> Any: ...
 

@@ -280,21 +280,23 @@ class PyReady:
 class PyTrackCore:
     """Python twin of ``_speedups.TrackCore``."""
 
-    __slots__ = ("_admit", "_done", "_gate", "_items_append", "_normalize")
+    __slots__ = ("_admit", "_done", "_gate", "_items_append", "_normalize", "_owner")
 
     def __init__(
         self,
         gate: PyGate,
         items_append: Callable[[dict[str, Any]], bool | None],
-        admit: Callable[[dict[str, Any], int], Any],
+        admit: Callable[..., Any],
         normalize: Callable[[Any], dict[str, Any]],
         done: Any = None,
+        owner: Any = None,
     ) -> None:
         self._gate = gate
         self._items_append = items_append
         self._admit = admit
         self._normalize = normalize
         self._done = done
+        self._owner = owner  # admit's first argument, if not None
 
     def append(self, **fields: Any) -> Any:
         """Queue one point (fire-and-forget); return ``done``, or what the slow path returns."""
@@ -302,10 +304,10 @@ class PyTrackCore:
             if type(value) not in SCALAR_TYPES:
                 fields = self._normalize(fields)
                 break
-        return _enqueue(self, fields)
+        return _enqueue(self, fields, self._owner)
 
 
-def _enqueue(core: PyTrackCore | PyLogCore, fields: dict[Any, Any]) -> Any:
+def _enqueue(core: PyTrackCore | PyLogCore, fields: dict[Any, Any], owner: Any = None) -> Any:
     gate = core._gate
     ticket = next(gate._seq)
     if (
@@ -315,7 +317,9 @@ def _enqueue(core: PyTrackCore | PyLogCore, fields: dict[Any, Any]) -> Any:
     ):
         gate.add_bytes(py_point_bytes(fields))
         return core._done
-    return core._admit(fields, ticket)  # the queue is past a threshold, or the spool is full
+    # the queue is past a threshold, or the spool is full
+    admit: Callable[..., Any] = core._admit
+    return admit(fields, ticket) if owner is None else admit(owner, fields, ticket)
 
 
 class PyLogCore:

@@ -54,8 +54,10 @@ class TrackBuffer:
     def __init__(self, spec: TrackSpec) -> None:
         self.spec = spec
         self.items = Fifo()
-        self.retry: list[dict[str, Any]] = []  # taken by a write that failed; written first next time
-        self.retry_seqs: list[int] = []  # their seqs
+        # taken by a write that failed, written first next time, and their seqs (empty: a shared
+        # tuple, not two lists per track for every full garbage collection of a wide session)
+        self.retry: Sequence[dict[str, Any]] = ()
+        self.retry_seqs: Sequence[int] = ()
         self.in_flight: tuple[Sequence[int], int, int] = _IDLE  # seqs of the chunk being written
         self.flight_bytes = 0  # its estimated bytes (point_bytes)
         self.spec_dirty = True
@@ -147,7 +149,7 @@ class PointQueue:
         """In a forked child: forget the parent's points, spool and (possibly held) locks."""
         for buffer in (*self.buffers.values(), self.params):
             buffer.items.clear()
-            buffer.retry, buffer.retry_seqs = [], []
+            buffer.retry, buffer.retry_seqs = (), ()
             buffer.handed = buffer.acked = 0
             buffer.spec_dirty = buffer is not self.logs and buffer is not self.params
         if self.spool is not None:
@@ -480,7 +482,7 @@ class PointQueue:
                     buffer.flight_bytes = items.taken_bytes
                 buffer.in_flight = ((), head, len(points))
                 return points
-            points, buffer.retry = buffer.retry[:limit], buffer.retry[limit:]
+            points, buffer.retry = list(buffer.retry[:limit]), buffer.retry[limit:]
             seqs, buffer.retry_seqs = buffer.retry_seqs[:limit], buffer.retry_seqs[limit:]
             taken = items.take(limit - len(points)) if len(points) < limit else []
             if buffer is not self.params:
@@ -506,7 +508,7 @@ class PointQueue:
         with self._lock:
             seqs, head, count = buffer.in_flight
             buffer.in_flight = _IDLE
-            buffer.retry = points + buffer.retry
+            buffer.retry = [*points, *buffer.retry]
             buffer.retry_seqs = [*seqs, *range(head, head + count), *buffer.retry_seqs]
             if buffer is not self.params:
                 buffer.spec_dirty = True

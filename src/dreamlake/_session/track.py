@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +30,9 @@ class Track(TrackCore):
     __slots__ = ("_buffer", "_session", "name")
 
     def __init__(self, session: Session, queue: PointQueue, buffer: TrackBuffer) -> None:
-        super().__init__(queue.gate, buffer.items.append, functools.partial(queue.admit, buffer), normalize)
+        # admit(buffer, ...) with the buffer as owner: a partial per track would be three more
+        # objects for every full garbage collection of a wide session
+        super().__init__(queue.gate, buffer.items.append, queue.admit, normalize, owner=buffer)
         self._session = session
         self._buffer = buffer
         self.name = buffer.spec.name
@@ -85,12 +86,8 @@ class AsyncTrack(TrackCore):
     __slots__ = ("_buffer", "_session", "append_nowait", "name")
 
     def __init__(self, session: AsyncSession, queue: PointQueue, buffer: TrackBuffer) -> None:
-        super().__init__(
-            queue.gate, buffer.items.append, functools.partial(queue.admit_async, buffer), normalize, READY
-        )
-        nowait = TrackCore(
-            queue.gate, buffer.items.append, functools.partial(queue.admit_nowait, buffer), normalize
-        )
+        super().__init__(queue.gate, buffer.items.append, queue.admit_async, normalize, READY, buffer)
+        nowait = TrackCore(queue.gate, buffer.items.append, queue.admit_nowait, normalize, owner=buffer)
         self.append_nowait = nowait.append
         self._session = session
         self._buffer = buffer
