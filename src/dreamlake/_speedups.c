@@ -953,6 +953,11 @@ static PyObject *Fifo_take(Fifo *self, PyObject *arg) {
     }
     self->size -= n;
     self->taken_bytes = bytes;
+    /* Not tracked, as the Fifo itself is not: while a flush writes, every collection (which the
+     * appending loop sets off every few hundred points) would visit each point the list holds, a
+     * cache miss each. It cannot be part of a cycle: it holds points (see above), nothing holds it
+     * but the agent. */
+    PyObject_GC_UnTrack(out);
     return out;
 }
 
