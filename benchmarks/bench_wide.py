@@ -13,12 +13,21 @@ every track's ``data.jsonl`` is checked to hold its points and ``metadata.json``
 
 A wide session creates a directory and two files per track (the 0.2.x layout); how long the file
 system takes to create them dominates the wide shapes, so ``--dir`` matters (here, a fresh directory
-on a busy ``/tmp`` took ~0.8 ms per file created against ~25 us elsewhere on the same disk).
+on a busy ``/tmp`` took ~0.8 ms per file created against ~25 us elsewhere on the same disk). So each
+wide shape also gets a *file-system floor* (info rows): the system calls that layout needs, made
+from plain Python with no dreamlake at all, in the same ``--dir``: per track a ``mkdir``, a first
+append (open with ``O_CREAT``, ``flock``, ``fstat``, write, unlock, close) and a last one that also
+replaces ``metadata.json`` (``stat``, temporary file written, ``fstat``, ``rename``), as two
+flushes of a wide session do. Its ratio is the one-track time over the larger of that and the
+floor: even with every system call run beside the appending loop, no writer of this layout could
+do better on that file system.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import json
 import os
 import resource
@@ -66,6 +75,33 @@ def check(directory: Path, tracks: int, steps: int) -> bool:
     return True
 
 
+def layout_floor(directory: Path, tracks: int, steps: int) -> float:
+    """Seconds the 0.2.x layout's system calls take for ``tracks`` tracks (see the docstring)."""
+    line = b'{"index":0,"data":{"v":0}}\n' * max(1, steps // 2)
+    meta = json.dumps({"name": "layer.grad_norm", "totalDataPoints": steps}, indent=2).encode()
+    t0 = time.perf_counter()
+    for k in range(tracks):
+        track = os.path.join(directory, f"layer{k}.grad_norm")
+        os.mkdir(track)
+        for last in (False, True):
+            fd = os.open(os.path.join(track, "data.jsonl"), os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            os.fstat(fd)
+            os.write(fd, line)
+            if last:
+                with contextlib.suppress(FileNotFoundError):
+                    os.stat(os.path.join(track, "metadata.json"))
+                tmp = os.path.join(track, ".metadata.json.tmp")
+                mfd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+                os.write(mfd, meta)
+                os.fstat(mfd)
+                os.close(mfd)
+                os.rename(tmp, os.path.join(track, "metadata.json"))
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+    return time.perf_counter() - t0
+
+
 def run_shape(tracks: int, steps: int, parent: Path) -> dict[str, Any]:
     directory = Path(tempfile.mkdtemp(prefix=f"{tracks}x{steps}_", dir=parent))
     out = subprocess.run(
@@ -101,14 +137,15 @@ def main() -> None:
     print(f"# dreamlake wide-session benchmark\n\ncommand: `{command}`\n")
     rates: dict[int, list[float]] = {tracks: [] for tracks, _ in shapes}
     runs: dict[int, list[dict[str, Any]]] = {tracks: [] for tracks, _ in shapes}
+    floors: dict[int, list[float]] = {tracks: [] for tracks, _ in shapes}
     # Every session is removed at the end, not between shapes: deleting tens of thousands of files
     # here (ext4 with discard) slowed the file creations of the next shapes by up to 10x.
     scratch = Path(tempfile.mkdtemp(prefix="bench_wide_", dir=args.dir))
     try:
-        measure(args, shapes, scratch, rates, runs)
+        measure(args, shapes, scratch, rates, runs, floors)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    report(args, shapes, rates, runs)
+    report(args, shapes, rates, runs, floors)
 
 
 def measure(
@@ -117,8 +154,10 @@ def measure(
     scratch: Path,
     rates: dict[int, list[float]],
     runs: dict[int, list[dict[str, Any]]],
+    floors: dict[int, list[float]],
 ) -> None:
-    """Run every shape ``--rounds`` times, alternating the order."""
+    """Run every shape ``--rounds`` times, alternating the order; after each wide shape, its
+    file-system floor (the disk's speed drifts: see the module docstring)."""
     for r in range(args.rounds):
         order = shapes if r % 2 == 0 else shapes[::-1]
         for tracks, steps in order:
@@ -131,6 +170,10 @@ def measure(
                 f"check {'ok' if result['check'] else 'FAILED'}",
                 flush=True,
             )
+            if tracks > 1:
+                floor = layout_floor(Path(tempfile.mkdtemp(prefix="floor_", dir=scratch)), tracks, steps)
+                floors[tracks].append(floor)
+                print(f"  file-system floor: {floor:.2f} s", flush=True)
 
 
 def report(
@@ -138,6 +181,7 @@ def report(
     shapes: list[tuple[int, int]],
     rates: dict[int, list[float]],
     runs: dict[int, list[dict[str, Any]]],
+    floors: dict[int, list[float]],
 ) -> None:
     """Print the table; write the JSON; exit 1 under ``--check`` if a bar is missed."""
     one = statistics.median(rates[1])
@@ -160,12 +204,26 @@ def report(
                 ok,
             )
         )
+        # per round, as the ratios: the one-track time over the larger of it and the floor
+        one_s = [shapes[0][0] * shapes[0][1] / o for o in rates[1]]
+        rows.append(
+            row(
+                f"{tracks:,} tracks: file-system floor (the layout's system calls alone, no dreamlake);"
+                " ratio: the best any writer of this layout could reach here",
+                f"{statistics.median(floors[tracks]):.2f} s",
+                f"{statistics.median(one_s):.2f} s (1 track, end to end)",
+                statistics.median(o / max(o, f) for o, f in zip(one_s, floors[tracks], strict=True)),
+                "info",
+                None,
+            )
+        )
     print()
     print(markdown(rows))
     print(f"\nrates per round (pts/s): { {k: [round(v) for v in vs] for k, vs in rates.items()} }")
     print(f"cpu_count {os.cpu_count()}; every track's data and metadata checked: {checked}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rates": rates, "runs": runs}, indent=2) + "\n")
+        results = {"rates": rates, "runs": runs, "floors": floors}
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
     if args.check and not ok_all:
         sys.exit(1)
 
