@@ -133,7 +133,7 @@ def test_close_writes_the_metadata_with_each_tracks_last_points(
     real_enter, real_runs = lock_class.__enter__, session_dir.write_runs
 
     def counting_enter(self: Any) -> Any:
-        locks.append(self._log.path.parent.name)
+        locks.append(self.path.parent.name)
         return real_enter(self)
 
     def counting_runs(runs: list[Any]) -> Any:  # a run takes its track's lock too (in C)
