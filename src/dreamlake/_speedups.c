@@ -1089,27 +1089,47 @@ static PyObject *frame_lines(PyObject *module, PyObject *args) {
  * one, for s = 0, 1, ...). Lists that run out leave the round, so a long list among short ones costs
  * its own length only. */
 
-/* The lists of `arg` as an array (borrowed), or NULL with an error set; *n is their number. */
-static PyObject **lists_of(PyObject *arg, Py_ssize_t *n) {
+/* The lists of `arg` (borrowed), their sizes and their total, and the order of a round. */
+typedef struct {
+    PyObject **lists;
+    Py_ssize_t n, total, *sizes, *order;
+} Rounds;
+
+/* Fill `r` from a list of lists: 0, or -1 with an error set. Free with rounds_free. */
+static int rounds_of(PyObject *arg, Rounds *r) {
     if (!PyList_Check(arg)) {
         PyErr_SetString(PyExc_TypeError, "expected a list of lists");
-        return NULL;
+        return -1;
     }
-    *n = PyList_GET_SIZE(arg);
-    PyObject **lists = PyMem_Malloc((*n ? *n : 1) * sizeof(PyObject *));
-    if (lists == NULL) {
+    r->n = PyList_GET_SIZE(arg);
+    r->total = 0;
+    r->lists = PyMem_Malloc((r->n ? r->n : 1) * sizeof(PyObject *));
+    r->sizes = PyMem_Malloc((r->n ? r->n : 1) * 2 * sizeof(Py_ssize_t));
+    if (r->lists == NULL || r->sizes == NULL) {
+        PyMem_Free(r->lists);
+        PyMem_Free(r->sizes);
         PyErr_NoMemory();
-        return NULL;
+        return -1;
     }
-    for (Py_ssize_t i = 0; i < *n; i++) {
-        lists[i] = PyList_GET_ITEM(arg, i);
-        if (!PyList_Check(lists[i])) {
-            PyMem_Free(lists);
+    r->order = r->sizes + (r->n ? r->n : 1);
+    for (Py_ssize_t i = 0; i < r->n; i++) {
+        r->lists[i] = PyList_GET_ITEM(arg, i);
+        if (!PyList_Check(r->lists[i])) {
+            PyMem_Free(r->lists);
+            PyMem_Free(r->sizes);
             PyErr_SetString(PyExc_TypeError, "expected a list of lists");
-            return NULL;
+            return -1;
         }
+        r->sizes[i] = PyList_GET_SIZE(r->lists[i]);
+        r->order[i] = i;
+        r->total += r->sizes[i];
     }
-    return lists;
+    return 0;
+}
+
+static void rounds_free(Rounds *r) {
+    PyMem_Free(r->sizes);
+    PyMem_Free(r->lists);
 }
 
 /* Keep in `order` (indexes into sizes) those with sizes[i] > s; return how many are left. */
@@ -1122,57 +1142,36 @@ static Py_ssize_t round_keep(Py_ssize_t *order, Py_ssize_t active, const Py_ssiz
 
 /* interleave(lists): one list of their items in round-robin order (new references). */
 static PyObject *interleave(PyObject *module, PyObject *arg) {
-    Py_ssize_t n, total = 0;
-    PyObject **lists = lists_of(arg, &n);
-    if (lists == NULL) return NULL;
-    Py_ssize_t *sizes = PyMem_Malloc((n ? n : 1) * 2 * sizeof(Py_ssize_t)), *order = sizes + (n ? n : 1);
-    if (sizes == NULL) {
-        PyMem_Free(lists);
-        return PyErr_NoMemory();
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        sizes[i] = PyList_GET_SIZE(lists[i]);
-        order[i] = i;
-        total += sizes[i];
-    }
-    PyObject *out = PyList_New(total);
-    Py_ssize_t k = 0, active = n;
-    for (Py_ssize_t s = 0; out != NULL && (active = round_keep(order, active, sizes, s)) > 0; s++)
-        for (Py_ssize_t j = 0; j < active; j++) PyList_SET_ITEM(out, k++, Py_NewRef(PyList_GET_ITEM(lists[order[j]], s)));
-    PyMem_Free(sizes);
-    PyMem_Free(lists);
+    Rounds r;
+    if (rounds_of(arg, &r) < 0) return NULL;
+    PyObject *out = PyList_New(r.total);
+    Py_ssize_t k = 0, active = r.n;
+    for (Py_ssize_t s = 0; out != NULL && (active = round_keep(r.order, active, r.sizes, s)) > 0; s++)
+        for (Py_ssize_t j = 0; j < active; j++)
+            PyList_SET_ITEM(out, k++, Py_NewRef(PyList_GET_ITEM(r.lists[r.order[j]], s)));
+    rounds_free(&r);
     return out;
 }
 
 /* release_interleaved(lists): replace every item of the lists by None in round-robin order, so that
  * points freed here are freed in the order they lie in memory. */
 static PyObject *release_interleaved(PyObject *module, PyObject *arg) {
-    Py_ssize_t n;
-    PyObject **lists = lists_of(arg, &n);
-    if (lists == NULL) return NULL;
-    Py_ssize_t *sizes = PyMem_Malloc((n ? n : 1) * 2 * sizeof(Py_ssize_t)), *order = sizes + (n ? n : 1);
-    if (sizes == NULL) {
-        PyMem_Free(lists);
-        return PyErr_NoMemory();
-    }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        Py_INCREF(lists[i]); /* a finalizer run by a DECREF below could drop the caller's list */
-        sizes[i] = PyList_GET_SIZE(lists[i]);
-        order[i] = i;
-    }
-    Py_ssize_t active = n;
-    for (Py_ssize_t s = 0; (active = round_keep(order, active, sizes, s)) > 0; s++) {
+    Rounds r;
+    if (rounds_of(arg, &r) < 0) return NULL;
+    /* a finalizer run by a DECREF below could drop the caller's lists, or shrink one */
+    for (Py_ssize_t i = 0; i < r.n; i++) Py_INCREF(r.lists[i]);
+    Py_ssize_t active = r.n;
+    for (Py_ssize_t s = 0; (active = round_keep(r.order, active, r.sizes, s)) > 0; s++) {
         for (Py_ssize_t j = 0; j < active; j++) {
-            PyObject *list = lists[order[j]];
-            if (s >= PyList_GET_SIZE(list)) continue; /* shrunk by a finalizer */
+            PyObject *list = r.lists[r.order[j]];
+            if (s >= PyList_GET_SIZE(list)) continue;
             PyObject *item = PyList_GET_ITEM(list, s);
             PyList_SET_ITEM(list, s, Py_NewRef(Py_None));
             Py_DECREF(item);
         }
     }
-    for (Py_ssize_t i = 0; i < n; i++) Py_DECREF(lists[i]);
-    PyMem_Free(sizes);
-    PyMem_Free(lists);
+    for (Py_ssize_t i = 0; i < r.n; i++) Py_DECREF(r.lists[i]);
+    rounds_free(&r);
     Py_RETURN_NONE;
 }
 
