@@ -58,6 +58,9 @@ def py_frame_lines(first_index: int, blob: bytes) -> bytes:
     return b"".join(b'{"index":%d,"data":%b}\n' % item for item in enumerate(lines, first_index))
 
 
+_NONE: Any = object()  # no item (what zip_longest fills with)
+
+
 def py_interleave(lists: list[list[Any]]) -> list[Any]:
     """Python twin of ``_speedups.interleave``: item 0 of each list, then item 1 of each, and so on."""
     rows = itertools.zip_longest(*lists, fillvalue=_NONE)
@@ -78,8 +81,6 @@ def py_frame_interleaved(blob: bytes, counts: list[int], firsts: list[int]) -> l
         for first, part in zip(firsts, parts, strict=True)
     ]
 
-
-_NONE: Any = object()
 
 try:
     from .._speedups import frame_interleaved as frame_interleaved
