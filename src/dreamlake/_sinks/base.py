@@ -74,7 +74,8 @@ class Sink(abc.ABC):
     async def write_track(self, spec: TrackSpec, points: Sequence[dict[str, Any]]) -> None:
         """Append ``points`` (possibly none: then only ``spec`` is stored) to a track, in order.
 
-        Either every point is stored or none is, and the error is raised.
+        Either every point is stored or none is, and the error is raised. The list is the agent's:
+        once stored, its items are released in place, so a sink copies what it keeps.
         """
 
     @abc.abstractmethod
