@@ -7,7 +7,7 @@ queue of each track (``Fifo``, which first records each item in the session's ``
 the ``threshold`` below which ``ticket - taken`` sends a point straight to its track's deque (see
 ``_agent/queue.py``). ``TrackCore.append`` checks each field against the JSON scalar types (anything else
 goes through ``normalize``, which copies or raises), takes a ticket, and either appends to the deque
-or calls the queue's slow path ``admit(fields, ticket)`` (also when the spool is full).
+or calls the queue's slow path ``admit([owner,] fields, ticket)`` (also when the spool is full).
 """
 
 from __future__ import annotations
