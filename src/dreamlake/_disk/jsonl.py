@@ -75,11 +75,8 @@ def py_frame_interleaved(blob: bytes, counts: list[int], firsts: list[int]) -> l
         raise ValueError("the blob does not hold one line per item")
     parts: list[list[bytes]] = [[] for _ in counts]
     for i, line in zip(py_interleave([[i] * n for i, n in enumerate(counts)]), lines, strict=True):
-        parts[i].append(line)
-    return [
-        b"".join(b'{"index":%d,"data":%b}\n' % item for item in enumerate(part, first))
-        for first, part in zip(firsts, parts, strict=True)
-    ]
+        parts[i].append(line + b"\n")
+    return [py_frame_lines(first, b"".join(part)) for first, part in zip(firsts, parts, strict=True)]
 
 
 try:
